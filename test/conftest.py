@@ -1,0 +1,45 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ros_harness import ProcessGroup, ros_environment, unique_domain_id  # noqa: E402
+
+
+@pytest.fixture
+def ros_domain(monkeypatch) -> int:
+    """A DDS domain of this test alone, set for the test process too (LOCALHOST discovery)."""
+    domain_id = unique_domain_id()
+    for key, value in ros_environment(domain_id).items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    return domain_id
+
+
+@pytest.fixture
+def processes(ros_domain, tmp_path):
+    """Start child processes in the test's domain; they are stopped and reaped even on failure."""
+    group = ProcessGroup(ros_domain, tmp_path)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+@pytest.fixture
+def rclpy_context(ros_domain):
+    """An initialised rclpy context in the test's domain, shut down after the test."""
+    rclpy = pytest.importorskip("rclpy")
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
