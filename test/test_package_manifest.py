@@ -105,7 +105,6 @@ def test_the_checker_sees_imports(tmp_path):
     (pkg / "a.py").write_text("import numpy as np\nfrom sensor_msgs.msg import Image\nfrom . import b\n")
     found = imported_top_level_modules(pkg)
     assert set(found) == {"numpy", "sensor_msgs"}
-    assert "numpy" in third_party_imports() or not list(PACKAGE.rglob("*.py"))
 
 
 @pytest.mark.parametrize("name", ["rclpy", "numpy", "yaml"])
