@@ -1,0 +1,200 @@
+"""Image decoding, input synchronisation and instruction validation (no ROS)."""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+import pytest
+
+from vla_adapter_ros.observation import (
+    ImageDecodeError,
+    InputRejected,
+    InstructionError,
+    ObservationAssembler,
+    ObservationRefused,
+    decode_image,
+    encode_rgb,
+    validate_instruction,
+)
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+
+
+# ---- images -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
+def test_color_encodings_decode_to_the_same_rgb(encoding):
+    height, width, step, data = encode_rgb(RGB, encoding)
+    out = decode_image(encoding, height, width, step, data)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, RGB)
+
+
+def test_bgr_bytes_are_swapped():
+    # one pixel, stored B=1 G=2 R=3
+    out = decode_image("bgr8", 1, 1, 3, bytes([1, 2, 3]))
+    assert out.tolist() == [[[3, 2, 1]]]
+    out = decode_image("bgra8", 1, 1, 4, bytes([1, 2, 3, 4]))
+    assert out.tolist() == [[[3, 2, 1]]]
+
+
+def test_mono8_replicates_gray():
+    out = decode_image("mono8", 1, 2, 2, bytes([10, 200]))
+    assert out.tolist() == [[[10, 10, 10], [200, 200, 200]]]
+
+
+def test_row_padding_is_skipped():
+    # 2x2 rgb8 with 2 bytes of padding per row (step 8)
+    data = bytes([1, 2, 3, 4, 5, 6, 99, 99, 7, 8, 9, 10, 11, 12, 99, 99])
+    out = decode_image("rgb8", 2, 2, 8, data)
+    assert out.reshape(-1).tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+
+
+def test_accepts_array_and_memoryview_buffers():
+    height, width, step, data = encode_rgb(RGB)
+    for buf in (bytearray(data), memoryview(data), array.array("B", data)):
+        np.testing.assert_array_equal(decode_image("rgb8", height, width, step, buf), RGB)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("yuv422", 2, 2, 4, bytes(8)), "unsupported image encoding 'yuv422'"),
+        (("rgb8", 2, 2, 6, bytes(11)), "needs 12 bytes, got 11"),
+        (("rgb8", 2, 2, 5, bytes(10)), "shorter than width"),
+        (("rgb8", 0, 2, 6, b""), "no pixels"),
+        (("16UC1", 2, 2, 4, bytes(8)), "unsupported"),
+    ],
+)
+def test_malformed_images_raise_clear_errors(args, match):
+    with pytest.raises(ImageDecodeError, match=match):
+        decode_image(*args)
+
+
+# ---- synchronisation ----------------------------------------------------------------------------
+
+def _assembler(**kw):
+    return ObservationAssembler(["agentview", "wrist"], ["joints"], max_skew=0.05, max_age=0.2,
+                                state_sizes={"joints": 7}, **kw)
+
+
+def _img(value=0, size=(32, 32)):
+    return np.full(size + (3,), value, dtype=np.uint8)
+
+
+def _fill(a, t_cam=10.0, t_wrist=10.0, t_joints=10.0):
+    a.add_image("agentview", t_cam, _img(1))
+    a.add_image("wrist", t_wrist, _img(2))
+    a.add_state("joints", t_joints, np.arange(7.0))
+
+
+def test_complete_fresh_inputs_give_an_observation():
+    a = _assembler()
+    _fill(a, 10.00, 10.03, 10.01)
+    obs = a.assemble(now=10.1)
+    assert obs.stamp == 10.00  # the reference (first) camera's stamp
+    assert [int(i[0, 0, 0]) for i in obs.images] == [1, 2]
+    np.testing.assert_array_equal(obs.state["joints"], np.arange(7.0))
+    assert obs.ages["agentview"] == pytest.approx(0.1) and obs.ages["wrist"] == pytest.approx(0.07)
+
+
+def test_missing_input_is_named():
+    a = _assembler()
+    a.add_image("agentview", 10.0, _img())
+    with pytest.raises(ObservationRefused, match="no data yet from wrist, joints"):
+        a.assemble(10.0)
+
+
+def test_stale_camera_refused_with_its_age():
+    a = _assembler()
+    _fill(a, t_cam=9.7, t_wrist=9.72, t_joints=10.0)
+    with pytest.raises(ObservationRefused, match=r"stale input: agentview \(300 ms\), wrist \(280 ms\)"):
+        a.assemble(10.0)
+
+
+def test_camera_skew_refused():
+    a = _assembler()
+    _fill(a, t_cam=10.0, t_wrist=10.08)
+    with pytest.raises(ObservationRefused, match="cameras out of sync: stamps spread 80 ms > 50 ms"):
+        a.assemble(10.1)
+
+
+def test_future_stamps_refused():
+    a = _assembler()
+    _fill(a, 11.0, 11.0, 11.0)
+    with pytest.raises(ObservationRefused, match="in the future"):
+        a.assemble(10.0)
+
+
+def test_latest_wins_and_out_of_order_dropped():
+    a = _assembler()
+    _fill(a)
+    a.add_image("agentview", 10.02, _img(7))
+    with pytest.raises(InputRejected, match="out of order"):
+        a.add_image("agentview", 10.01, _img(9))
+    assert a.out_of_order == 1
+    assert a.assemble(10.05).images[0][0, 0, 0] == 7
+
+
+@pytest.mark.parametrize("values, match", [
+    ([0.0] * 6 + [float("nan")], "non-finite"),
+    ([0.0] * 6 + [float("inf")], "non-finite"),
+    ([0.0] * 6, "expected 7 values, got 6"),
+])
+def test_bad_states_rejected(values, match):
+    a = _assembler()
+    with pytest.raises(InputRejected, match=match):
+        a.add_state("joints", 10.0, values)
+    assert "joints" not in {k for k, v in a.ages(10.0).items() if v is not None}
+
+
+@pytest.mark.parametrize("image, match", [
+    (np.zeros((32, 32, 3), np.float32), "expected HxWx3 uint8"),
+    (np.zeros((32, 32), np.uint8), "expected HxWx3 uint8"),
+    (np.zeros((8, 32, 3), np.uint8), "outside 16..4096"),
+])
+def test_bad_images_rejected(image, match):
+    with pytest.raises(InputRejected, match=match):
+        _assembler().add_image("wrist", 1.0, image)
+
+
+def test_configured_image_size_enforced():
+    a = _assembler(image_size=(32, 32))
+    a.add_image("wrist", 1.0, _img())
+    with pytest.raises(InputRejected, match="image is 48x32, expected 32x32"):
+        a.add_image("wrist", 1.1, _img(size=(32, 48)))
+
+
+def test_unknown_inputs_and_bad_configs():
+    a = _assembler()
+    with pytest.raises(InputRejected, match="unknown camera"):
+        a.add_image("side", 1.0, _img())
+    with pytest.raises(InputRejected, match="not finite"):
+        a.add_image("wrist", float("nan"), _img())
+    with pytest.raises(ValueError):
+        ObservationAssembler([], ["joints"])
+    with pytest.raises(ValueError):
+        ObservationAssembler(["a", "a"], [])
+
+
+# ---- instructions -------------------------------------------------------------------------------
+
+def test_instruction_cleanup():
+    assert validate_instruction("  pick up   the red cube ") == "pick up the red cube"
+    assert validate_instruction("Put the bowl on the plate") == "Put the bowl on the plate"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "empty"),
+    ("   ", "empty"),
+    ("a" * 257, "257 characters long; the limit is 256"),
+    ("pick\nup", "non-printable"),
+    ("pick\x00up", "non-printable"),
+    ("pick\u200bup", "non-printable"),
+    (None, "must be a string"),
+])
+def test_bad_instructions_refused(text, match):
+    with pytest.raises(InstructionError, match=match):
+        validate_instruction(text)
