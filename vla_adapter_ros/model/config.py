@@ -1,0 +1,347 @@
+"""Configuration of the VLA-Adapter model (dataclasses, presets, validation, (de)serialisation).
+
+Everything that the official code reads from module-level constants or sniffs from ``sys.argv``
+(chunk length, action/proprio dimension, number of images, normalization type, policy variant)
+lives here as explicit configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+NORMALIZATION_TYPES = ("bounds_q99", "bounds")
+POLICY_VARIANTS = ("original", "pro")
+
+
+class ConfigError(ValueError):
+    """Raised for an invalid model configuration."""
+
+
+@dataclass
+class DinoConfig:
+    """DINOv2 ViT with register tokens (timm ``vit_large_patch14_reg4_dinov2``)."""
+
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    mlp_ratio: int = 4
+    patch_size: int = 14
+    num_register_tokens: int = 4
+    layer_norm_eps: float = 1e-6
+
+
+@dataclass
+class SiglipConfig:
+    """SigLIP ViT (timm ``vit_so400m_patch14_siglip_224``)."""
+
+    hidden_size: int = 1152
+    num_layers: int = 27
+    num_heads: int = 16
+    intermediate_size: int = 4304
+    patch_size: int = 14
+    layer_norm_eps: float = 1e-6
+
+
+@dataclass
+class LLMConfig:
+    """Qwen2 decoder (Qwen2.5-0.5B shapes by default)."""
+
+    vocab_size: int = 151936
+    hidden_size: int = 896
+    num_layers: int = 24
+    num_heads: int = 14
+    num_kv_heads: int = 2
+    intermediate_size: int = 4864
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    max_position_embeddings: int = 32768
+    tie_word_embeddings: bool = True
+
+
+@dataclass
+class PolicyConfig:
+    """Bridge-Attention policy (the official ``L1RegressionActionHead``)."""
+
+    variant: str = "pro"  # "original" (MLPResNetBlock) or "pro" (MLPResNetBlock_Pro)
+    num_heads: int = 8
+    rope_base: float = 10000.0
+    # number of Bridge-Attention blocks; None = number of LLM layers (block i reads layer i+1)
+    num_blocks: Optional[int] = None
+
+
+@dataclass
+class PlatformConfig:
+    """Robot/dataset constants (``prismatic/vla/constants.py`` in the official code)."""
+
+    chunk_len: int = 8
+    action_dim: int = 7
+    proprio_dim: int = 8
+    num_images: int = 2
+    normalization: str = "bounds_q99"
+    gripper_index: int = -1  # which action dimension is the gripper (None-like: -1 = last)
+    invert_gripper: bool = True  # LIBERO convention: model 1 = open -> env -1 = open
+
+
+@dataclass
+class ProcessorConfig:
+    """Image and prompt preprocessing."""
+
+    image_size: int = 224
+    center_crop: bool = True
+    crop_scale: float = 0.9
+    # the normalisation constants exactly as stored in the official preprocessor_config.json
+    # (``tvf_normalize_params``: ImageNet stats rounded to bf16-representable values)
+    dino_mean: Tuple[float, float, float] = (0.484375, 0.455078125, 0.40625)
+    dino_std: Tuple[float, float, float] = (0.228515625, 0.2236328125, 0.224609375)
+    siglip_mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    siglip_std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # fixed prompt length (right-padded) for static shapes; None = exact length
+    max_prompt_tokens: Optional[int] = None
+
+
+@dataclass
+class VLAAdapterConfig:
+    name: str = "vla-adapter-0.5b"
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    siglip: SiglipConfig = field(default_factory=SiglipConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
+    processor: ProcessorConfig = field(default_factory=ProcessorConfig)
+    num_action_queries: int = 64
+    projector_hidden_mult: int = 4  # fused GELU MLP: vision_dim -> mult*vision_dim -> D -> D
+    pad_token_id: int = 151643  # <|endoftext|>
+
+    # ----- derived quantities -----
+    @property
+    def vision_dim(self) -> int:
+        return self.dino.hidden_size + self.siglip.hidden_size
+
+    @property
+    def patches_per_image(self) -> int:
+        return (self.processor.image_size // self.dino.patch_size) ** 2
+
+    @property
+    def num_patches(self) -> int:
+        """Visual tokens in the LLM sequence (= number of raw-feature tokens C^R)."""
+        return self.patches_per_image * self.platform.num_images
+
+    @property
+    def num_policy_blocks(self) -> int:
+        return self.policy.num_blocks if self.policy.num_blocks is not None else self.llm.num_layers
+
+    # ----- validation -----
+    def validate(self) -> "VLAAdapterConfig":
+        errs: List[str] = []
+
+        def pos(path: str, v: Any) -> None:
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                errs.append(f"{path} must be a positive integer, got {v!r}")
+
+        for sect in ("dino", "siglip", "llm"):
+            obj = getattr(self, sect)
+            for f in dataclasses.fields(obj):
+                v = getattr(obj, f.name)
+                if f.type in ("int",) or isinstance(v, int) and not isinstance(v, bool):
+                    if f.name.endswith("eps") or f.name == "rope_theta":
+                        continue
+                    pos(f"{sect}.{f.name}", v)
+        for name in ("chunk_len", "action_dim", "proprio_dim", "num_images"):
+            pos(f"platform.{name}", getattr(self.platform, name))
+        pos("num_action_queries", self.num_action_queries)
+        pos("policy.num_heads", self.policy.num_heads)
+        pos("processor.image_size", self.processor.image_size)
+        if errs:
+            raise ConfigError("invalid VLA-Adapter config: " + "; ".join(errs))
+
+        if self.platform.normalization not in NORMALIZATION_TYPES:
+            errs.append(
+                f"platform.normalization must be one of {NORMALIZATION_TYPES}, got {self.platform.normalization!r}"
+            )
+        if self.policy.variant not in POLICY_VARIANTS:
+            errs.append(f"policy.variant must be one of {POLICY_VARIANTS}, got {self.policy.variant!r}")
+        if self.dino.hidden_size % self.dino.num_heads:
+            errs.append("dino.hidden_size must be divisible by dino.num_heads")
+        if self.siglip.hidden_size % self.siglip.num_heads:
+            errs.append("siglip.hidden_size must be divisible by siglip.num_heads")
+        if self.llm.hidden_size % self.llm.num_heads:
+            errs.append("llm.hidden_size must be divisible by llm.num_heads")
+        if self.llm.num_heads % self.llm.num_kv_heads:
+            errs.append("llm.num_heads must be divisible by llm.num_kv_heads")
+        if self.llm.hidden_size % self.policy.num_heads:
+            errs.append(
+                f"llm.hidden_size ({self.llm.hidden_size}) must be divisible by policy.num_heads ({self.policy.num_heads})"
+            )
+        elif (self.llm.hidden_size // self.policy.num_heads) % 2 and self.policy.variant == "pro":
+            errs.append("the Pro policy needs an even head dimension for its rotary embedding")
+        if self.dino.patch_size != self.siglip.patch_size:
+            errs.append("dino.patch_size and siglip.patch_size must match (same patch grid)")
+        if self.processor.image_size % self.dino.patch_size:
+            errs.append("processor.image_size must be a multiple of the patch size")
+        if self.dino.num_layers < 2 or self.siglip.num_layers < 2:
+            errs.append("vision towers need at least 2 layers (features come from the second-to-last block)")
+        if self.num_policy_blocks > self.llm.num_layers or self.num_policy_blocks <= 0:
+            errs.append(
+                f"policy.num_blocks ({self.num_policy_blocks}) must be in 1..llm.num_layers ({self.llm.num_layers})"
+            )
+        if not (0.0 < self.processor.crop_scale <= 1.0):
+            errs.append(f"processor.crop_scale must be in (0, 1], got {self.processor.crop_scale}")
+        for nm in ("dino_mean", "dino_std", "siglip_mean", "siglip_std"):
+            v = getattr(self.processor, nm)
+            if len(v) != 3:
+                errs.append(f"processor.{nm} must have 3 values")
+            elif nm.endswith("std") and any(float(s) <= 0 for s in v):
+                errs.append(f"processor.{nm} must be positive")
+        mpt = self.processor.max_prompt_tokens
+        if mpt is not None and (not isinstance(mpt, int) or mpt < 2):
+            errs.append(f"processor.max_prompt_tokens must be None or an integer >= 2, got {mpt!r}")
+        if not (-self.platform.action_dim <= self.platform.gripper_index < self.platform.action_dim):
+            errs.append("platform.gripper_index out of range for action_dim")
+        if not (0 <= self.pad_token_id < self.llm.vocab_size):
+            errs.append(f"pad_token_id {self.pad_token_id} outside the vocabulary ({self.llm.vocab_size})")
+        if errs:
+            raise ConfigError("invalid VLA-Adapter config: " + "; ".join(errs))
+        return self
+
+    # ----- (de)serialisation -----
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("dino_mean", "dino_std", "siglip_mean", "siglip_std"):
+            d["processor"][k] = list(d["processor"][k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "VLAAdapterConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"config must be a mapping, got {type(d).__name__}")
+        d = copy.deepcopy(d)
+        sections = {
+            "dino": DinoConfig,
+            "siglip": SiglipConfig,
+            "llm": LLMConfig,
+            "policy": PolicyConfig,
+            "platform": PlatformConfig,
+            "processor": ProcessorConfig,
+        }
+        kwargs: Dict[str, Any] = {}
+        top_fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - top_fields
+        if unknown:
+            raise ConfigError(f"unknown config keys: {sorted(unknown)}")
+        for k, v in d.items():
+            if k in sections:
+                if not isinstance(v, dict):
+                    raise ConfigError(f"config section {k!r} must be a mapping, got {type(v).__name__}")
+                sub = sections[k]
+                names = {f.name for f in dataclasses.fields(sub)}
+                bad = set(v) - names
+                if bad:
+                    raise ConfigError(f"unknown keys in config section {k!r}: {sorted(bad)}")
+                if k == "processor":
+                    for t in ("dino_mean", "dino_std", "siglip_mean", "siglip_std"):
+                        if t in v:
+                            v[t] = tuple(float(x) for x in v[t])
+                kwargs[k] = sub(**v)
+            else:
+                kwargs[k] = v
+        try:
+            cfg = cls(**kwargs)
+        except TypeError as e:  # pragma: no cover - guarded above
+            raise ConfigError(str(e)) from e
+        return cfg.validate()
+
+    def save(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        d = self.to_dict()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(d, sort_keys=False))
+        else:
+            path.write_text(json.dumps(d, indent=2))
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "VLAAdapterConfig":
+        path = Path(path)
+        text = path.read_text()
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                d = yaml.safe_load(text)
+            else:
+                d = json.loads(text)
+        except Exception as e:
+            raise ConfigError(f"{path}: cannot parse config: {e}") from e
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+    def replace_platform(self, **kw: Any) -> "VLAAdapterConfig":
+        new = copy.deepcopy(self)
+        for k, v in kw.items():
+            if not hasattr(new.platform, k):
+                raise ConfigError(f"unknown platform constant {k!r}")
+            setattr(new.platform, k, v)
+        return new.validate()
+
+
+def official_config(variant: str = "pro") -> VLAAdapterConfig:
+    """Official VLA-Adapter shapes (prism-qwen25-extra-dinosiglip-224px-0_5b, LIBERO constants)."""
+    cfg = VLAAdapterConfig(name="vla-adapter-0.5b")
+    cfg.policy.variant = variant
+    return cfg.validate()
+
+
+def tiny_config(variant: str = "pro") -> VLAAdapterConfig:
+    """A tiny model for CPU tests: real Qwen2.5 vocabulary (so the real tokenizer works) with
+    hidden 64, 2 LLM layers, 2-3 layer vision towers of width 32/48 at 224 px (256 patches/image)."""
+    cfg = VLAAdapterConfig(
+        name="tiny",
+        dino=DinoConfig(hidden_size=32, num_layers=2, num_heads=2, mlp_ratio=2, num_register_tokens=4),
+        siglip=SiglipConfig(hidden_size=48, num_layers=3, num_heads=2, intermediate_size=64),
+        llm=LLMConfig(
+            hidden_size=64,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=4096,
+        ),
+        policy=PolicyConfig(variant=variant, num_heads=8),
+        num_action_queries=64,
+        projector_hidden_mult=1,
+    )
+    return cfg.validate()
+
+
+PRESETS = {
+    "vla-adapter-0.5b": lambda: official_config("pro"),
+    "vla-adapter-0.5b-pro": lambda: official_config("pro"),
+    "vla-adapter-0.5b-original": lambda: official_config("original"),
+    "tiny": lambda: tiny_config("pro"),
+    "tiny-pro": lambda: tiny_config("pro"),
+    "tiny-original": lambda: tiny_config("original"),
+}
+
+
+def get_config(name_or_path: Union[str, Path]) -> VLAAdapterConfig:
+    """A preset by name, or a config file (yaml/json), or a checkpoint dir holding ``config.yaml``/``config.json``."""
+    s = str(name_or_path)
+    if s in PRESETS:
+        return PRESETS[s]()
+    p = Path(s)
+    if p.is_dir():
+        for cand in ("config.yaml", "config.yml", "vla_adapter_config.json"):
+            if (p / cand).exists():
+                return VLAAdapterConfig.load(p / cand)
+        raise ConfigError(f"{p}: no config.yaml in directory")
+    if p.is_file():
+        return VLAAdapterConfig.load(p)
+    raise ConfigError(f"unknown preset or missing config file {s!r}; presets: {sorted(PRESETS)}")
