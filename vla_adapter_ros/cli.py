@@ -34,11 +34,29 @@ def _cmd_info(_args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_up(args: argparse.Namespace) -> int:
+    """Start the nodes of a stack file and keep them together until Ctrl-C or one of them exits."""
+    from pathlib import Path
+
+    from vla_adapter_ros.supervisor import StackError, run_stack
+
+    try:
+        return run_stack(args.stack, [Path(p) for p in args.params])
+    except StackError as exc:
+        print(f"vla-adapter-ros up: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vla-adapter-ros", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", help="check the installation and print versions")
     info.set_defaults(func=_cmd_info)
+    up = sub.add_parser("up", help="start a stack of nodes (without ros2 launch)")
+    up.add_argument("stack", help="stack file, e.g. config/sim_stack.yaml")
+    up.add_argument("--params", action="append", default=[], metavar="YAML",
+                    help="extra parameter file passed to every node (repeatable; later files win)")
+    up.set_defaults(func=_cmd_up)
     return parser
 
 
