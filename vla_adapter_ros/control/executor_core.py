@@ -1,0 +1,490 @@
+"""Executor state machine without ROS: chunks in, safe joint commands out, one tick at a time.
+
+Time: float seconds of ROS time everywhere (``now`` and stamps are passed in; no clock is read).
+Joint arrays are in the order of ``limits.joint_names`` (use :func:`reorder_joint_state` to map
+a ``sensor_msgs/JointState``).
+
+States and transitions (every call returns ``(ok, message)``; refused calls change nothing)::
+
+    DISABLED --enable--> RUNNING (at start pose, or require_start_pose=False)
+                     +--> IDLE    (holding; not at the start pose: go_home, then start)
+    IDLE --start--> RUNNING        RUNNING --pause--> PAUSED --resume--> RUNNING
+    IDLE/RUNNING/PAUSED --go_home--> HOMING --(arrived)--> IDLE
+    RUNNING/PAUSED/HOMING --stop--> IDLE
+    any enabled state --disable--> STOPPING --(reference at rest)--> DISABLED
+    any state --estop--> ESTOP (latched: everything but reset is refused) --reset--> IDLE
+
+Outputs per ``tick(now)``:
+  DISABLED -> None (send nothing); every other state -> a :class:`Command` (holding states send
+  the smoothly stopping / stopped reference, so the controller always gets a smooth stream).
+On any doubt (no or stale joint state, bad target, workspace, jump, tracking error) the core
+holds; a tracking error (reference far from the measured state) latches ESTOP.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import threading
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .chunk import Chunk  # re-exported for the ROS node
+from .gripper import GripperBinarizer, GripperEvent
+from .kinematics import FrankaKinematics, ToolOffset
+from .limits import RobotLimits
+from .safety import FilterOutput, SafetyFilter
+from .scheduler import AddResult, ActionScheduler
+
+__all__ = ["Chunk", "Command", "ExecutorCore", "ExecutorState", "ExecutorStatus", "TrajectoryPoint",
+           "reorder_joint_state"]
+
+
+class ExecutorState(str, enum.Enum):
+    DISABLED = "disabled"
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+    HOMING = "homing"
+    STOPPING = "stopping"
+    ESTOP = "estop"
+
+
+@dataclass(frozen=True)
+class TrajectoryPoint:
+    """One JointTrajectoryPoint: positions (rad), velocities (rad/s), accelerations (rad/s^2),
+    time_from_start (s, relative to Command.stamp)."""
+
+    positions: np.ndarray
+    velocities: np.ndarray
+    accelerations: np.ndarray
+    time_from_start: float
+
+
+@dataclass(frozen=True)
+class Command:
+    """What to send this tick.
+
+    stamp: the tick time ``now`` (s); use it (or zero = "start now") as the trajectory header stamp.
+    joint_names: controller joint names. positions/velocities/accelerations: the filtered
+    reference for ``stamp + time_from_start`` (forward position controller: send ``positions``).
+    points: 1-3 trajectory points for a JointTrajectoryController (the first equals the fields
+    above; later ones, if configured, are the braking continuation so the trajectory ends at rest).
+    holding: the arm is stopping/stopped rather than tracking a target (hold_reason says why
+    when a target was rejected). dry_run: do NOT send to the controller (visualise only).
+    gripper_event: send one gripper goal (Move to open / Grasp to close) when not None.
+    """
+
+    stamp: float
+    joint_names: tuple[str, ...]
+    positions: np.ndarray
+    velocities: np.ndarray
+    accelerations: np.ndarray
+    time_from_start: float
+    points: tuple[TrajectoryPoint, ...]
+    holding: bool
+    hold_reason: Optional[str]
+    dry_run: bool
+    gripper_event: Optional[GripperEvent] = None
+
+
+@dataclass(frozen=True)
+class ExecutorStatus:
+    """Snapshot for diagnostics / status topics. Times in s."""
+
+    state: str
+    dry_run: bool
+    holding: bool
+    hold_reason: Optional[str]
+    queue_depth: int
+    queue_remaining_s: float
+    needs_chunk: bool
+    chunks_accepted: int
+    chunks_rejected: int
+    last_chunk_latency: Optional[float]
+    last_chunk_reject_reason: Optional[str]
+    clip_counts: dict
+    last_safety_event: Optional[str]
+    estop_reason: Optional[str]
+    at_start_pose: Optional[bool]
+    joint_state_age: Optional[float]
+    gripper_state: Optional[str]
+    message: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def reorder_joint_state(names: Sequence[str], positions: Sequence[float], joint_names: Sequence[str]) -> Optional[np.ndarray]:
+    """Pick ``joint_names`` out of a JointState's (names, positions); None if any is missing."""
+    index = {n: i for i, n in enumerate(names)}
+    try:
+        return np.array([positions[index[j]] for j in joint_names], dtype=float)
+    except (KeyError, IndexError):
+        return None
+
+
+def _locked(method):
+    """Run a public ExecutorCore method under the instance lock (ROS callbacks may be threaded)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class ExecutorCore:
+    """Glue of scheduler, safety filter and gripper binariser behind a small state machine.
+
+    limits: RobotLimits (dt = limits.control_dt unless ``dt`` is given).
+    blend_mode, crossfade_steps, ensemble_decay, refill_threshold_s: see ActionScheduler.
+    require_start_pose: enable/start only within ``limits.start_tolerance`` of the start pose.
+    dry_run: compute commands as usual but mark them ``dry_run`` and simulate perfect tracking
+        (the reference, not the robot, is used as the measured state by the safety checks).
+    gripper_open_threshold, gripper_close_threshold: hysteresis of the binariser.
+    home_tolerance: go_home is done when every joint is within this (rad) and at rest.
+    max_tracking_error: |reference - measured| (rad) that latches ESTOP while moving; None =
+        limits.max_jump_rad; 0 disables the check.
+    trajectory_points: 1..3 points per Command.
+
+    Public methods are serialised by an internal re-entrant lock, so ROS callbacks may run in
+    different threads (an EEF_DELTA chunk's IK, ~3 ms for 8 rows, then delays one tick).
+    """
+
+    def __init__(
+        self,
+        limits: RobotLimits,
+        dt: Optional[float] = None,
+        blend_mode: str = "crossfade",
+        crossfade_steps: int = 4,
+        ensemble_decay: float = 0.01,
+        refill_threshold_s: float = 0.3,
+        require_start_pose: bool = True,
+        dry_run: bool = False,
+        gripper_open_threshold: float = 0.3,
+        gripper_close_threshold: float = 0.7,
+        home_tolerance: float = 1e-3,
+        max_tracking_error: Optional[float] = None,
+        trajectory_points: int = 1,
+    ):
+        if not 1 <= int(trajectory_points) <= 3:
+            raise ValueError(f"trajectory_points: must be 1..3, got {trajectory_points}")
+        self.limits = limits
+        self.joint_names = tuple(limits.joint_names)
+        self.kinematics = FrankaKinematics(ToolOffset(limits.flange_length_m, limits.tcp_offset_m, limits.tool_yaw_rad))
+        self.filter = SafetyFilter(limits, dt=dt, kinematics=self.kinematics)
+        self.dt = self.filter.dt
+        self.scheduler = ActionScheduler(
+            self.joint_names, blend_mode=blend_mode, crossfade_steps=crossfade_steps,
+            ensemble_decay=ensemble_decay, refill_threshold_s=refill_threshold_s,
+            chunk_max_age=limits.chunk_max_age, kinematics=self.kinematics,
+            q_min=limits.soft_q_min, q_max=limits.soft_q_max)
+        self.gripper = GripperBinarizer(gripper_open_threshold, gripper_close_threshold)
+        p = self.kinematics.fk_position(limits.start_pose)
+        if np.any(p < limits.workspace_min) or np.any(p > limits.workspace_max):
+            raise ValueError(f"start_pose: tool point {p.round(3).tolist()} lies outside the workspace box")
+        self.require_start_pose = bool(require_start_pose)
+        self.dry_run = bool(dry_run)
+        self.home_tolerance = float(home_tolerance)
+        self.max_tracking_error = float(limits.max_jump_rad if max_tracking_error is None else max_tracking_error)
+        self.trajectory_points = int(trajectory_points)
+
+        self._lock = threading.RLock()
+        self.state = ExecutorState.DISABLED
+        self._active = False  # commands are being sent (enabled and not yet back to DISABLED)
+        self.measured_q: Optional[np.ndarray] = None
+        self.measured_stamp: Optional[float] = None
+        self.estop_reason: Optional[str] = None
+        self.message = ""
+        self.chunks_accepted = 0
+        self.chunks_rejected = 0
+        self.last_chunk: Optional[AddResult] = None
+        self.last_output: Optional[FilterOutput] = None
+
+    # ---- inputs --------------------------------------------------------------------------
+    @_locked
+    def on_joint_state(self, q: Sequence[float], stamp: float) -> bool:
+        """Measured joint positions (rad, controller order) taken at ``stamp`` (s).
+
+        Returns False (and ignores it) if malformed. In dry_run the safety filter keeps using
+        the simulated reference; the measurement still drives the start-pose gate.
+        """
+        try:
+            arr = np.asarray(q, dtype=float)
+            stamp = float(stamp)
+        except (TypeError, ValueError):
+            arr, stamp = None, float("nan")
+        if (arr is None or arr.shape != (len(self.joint_names),) or not np.all(np.isfinite(arr))
+                or not np.isfinite(stamp)):
+            self.filter.set_measured(np.full(1, np.nan), stamp)  # records the invalid state
+            return False
+        self.measured_q = arr.copy()
+        self.measured_stamp = float(stamp)
+        if not self.dry_run or not self.filter.initialized:
+            self.filter.set_measured(arr, stamp)
+        return True
+
+    @_locked
+    def on_chunk(self, chunk: Chunk, now: float) -> AddResult:
+        """Queue a chunk (accepted only while RUNNING). Returns the scheduler's AddResult.
+
+        A chunk without rows (horizon 0) is a stop request, honoured in every state regardless
+        of its stamp: the queue is dropped and the arm holds (the state does not change).
+        """
+        if chunk.is_stop:
+            self.scheduler.clear()
+            result = AddResult(True, "stop chunk: queue cleared, holding", float("nan"),
+                               sequence=int(getattr(chunk, "sequence", 0) or 0))
+            self.last_chunk = result
+            self.message = result.reason
+            return result
+        if self.state != ExecutorState.RUNNING:
+            try:
+                latency = now - float(chunk.stamp)
+            except (TypeError, ValueError):
+                latency = float("nan")
+            result = AddResult(False, f"executor is {self.state.value}, not running", latency,
+                               sequence=int(getattr(chunk, "sequence", 0) or 0))
+        else:
+            result = self.scheduler.add_chunk(chunk, now, reference_q=self.filter.q)
+        if result.accepted:
+            self.chunks_accepted += 1
+        else:
+            self.chunks_rejected += 1
+        self.last_chunk = result
+        return result
+
+    # ---- state machine ---------------------------------------------------------------------
+    def _fresh_state(self, now: float) -> bool:
+        return self.measured_stamp is not None and now - self.measured_stamp <= self.limits.joint_state_timeout
+
+    @_locked
+    def at_start_pose(self) -> Optional[bool]:
+        """True if the measured state is within start_tolerance of the start pose (None: no state)."""
+        if self.measured_q is None:
+            return None
+        return bool(np.max(np.abs(self.measured_q - self.limits.start_pose)) <= self.limits.start_tolerance)
+
+    def _refuse(self, message: str) -> tuple[bool, str]:
+        self.message = message
+        return False, message
+
+    def _ok(self, message: str) -> tuple[bool, str]:
+        self.message = message
+        return True, message
+
+    def _start_gate(self) -> Optional[str]:
+        if not self.require_start_pose:
+            return None
+        if self.at_start_pose():
+            return None
+        err = np.max(np.abs(self.measured_q - self.limits.start_pose))
+        return (f"not at the start pose (max joint error {err:.3f} rad > {self.limits.start_tolerance:.3f}); "
+                "call go_home first")
+
+    @_locked
+    def enable(self, now: float) -> tuple[bool, str]:
+        """Take control at the measured position (needs a fresh joint state)."""
+        if self.state == ExecutorState.ESTOP:
+            return self._refuse("estop is latched: reset first")
+        if self.state not in (ExecutorState.DISABLED, ExecutorState.STOPPING):
+            return self._refuse(f"already enabled ({self.state.value})")
+        if not self._fresh_state(now):
+            return self._refuse("no fresh joint state: cannot enable")
+        if self.state == ExecutorState.DISABLED:
+            self.filter.reset(self.measured_q)
+        self._active = True
+        self.filter.set_measured(self.measured_q, self.measured_stamp)
+        self.scheduler.clear()
+        self.scheduler.reset_ordering()
+        gate = self._start_gate()
+        if gate is not None:
+            self.state = ExecutorState.IDLE
+            return self._ok(f"enabled and holding: {gate}")
+        self.state = ExecutorState.RUNNING
+        return self._ok("enabled and running")
+
+    @_locked
+    def start(self, now: float) -> tuple[bool, str]:
+        """IDLE -> RUNNING (follow the policy), subject to the start-pose gate."""
+        if self.state != ExecutorState.IDLE:
+            return self._refuse(f"start needs state idle, state is {self.state.value}")
+        if not self._fresh_state(now):
+            return self._refuse("no fresh joint state: cannot start")
+        gate = self._start_gate()
+        if gate is not None:
+            return self._refuse(gate)
+        self.scheduler.clear()
+        self.state = ExecutorState.RUNNING
+        return self._ok("running")
+
+    @_locked
+    def pause(self) -> tuple[bool, str]:
+        """RUNNING -> PAUSED: drop the queue and stop smoothly."""
+        if self.state != ExecutorState.RUNNING:
+            return self._refuse(f"pause needs state running, state is {self.state.value}")
+        self.scheduler.clear()
+        self.state = ExecutorState.PAUSED
+        return self._ok("paused")
+
+    @_locked
+    def resume(self) -> tuple[bool, str]:
+        """PAUSED -> RUNNING (new chunks are accepted again)."""
+        if self.state != ExecutorState.PAUSED:
+            return self._refuse(f"resume needs state paused, state is {self.state.value}")
+        self.scheduler.clear()
+        self.state = ExecutorState.RUNNING
+        return self._ok("running")
+
+    @_locked
+    def stop(self) -> tuple[bool, str]:
+        """RUNNING/PAUSED/HOMING -> IDLE: drop the queue and stop smoothly."""
+        if self.state not in (ExecutorState.RUNNING, ExecutorState.PAUSED, ExecutorState.HOMING, ExecutorState.IDLE):
+            return self._refuse(f"stop is not possible in state {self.state.value}")
+        self.scheduler.clear()
+        self.state = ExecutorState.IDLE
+        return self._ok("stopped (holding)")
+
+    @_locked
+    def go_home(self) -> tuple[bool, str]:
+        """Move to the start pose through the safety filter (then IDLE)."""
+        if self.state not in (ExecutorState.IDLE, ExecutorState.RUNNING, ExecutorState.PAUSED):
+            return self._refuse(f"go_home is not possible in state {self.state.value}")
+        self.scheduler.clear()
+        self.state = ExecutorState.HOMING
+        return self._ok("homing")
+
+    @_locked
+    def disable(self) -> tuple[bool, str]:
+        """Stop smoothly, then send nothing (STOPPING -> DISABLED once at rest)."""
+        if self.state == ExecutorState.ESTOP:
+            return self._refuse("estop is latched: reset first")
+        if self.state == ExecutorState.DISABLED:
+            return self._ok("already disabled")
+        self.scheduler.clear()
+        if self.filter.is_stopped:
+            self.state = ExecutorState.DISABLED
+            self._active = False
+        else:
+            self.state = ExecutorState.STOPPING
+        return self._ok("disabling")
+
+    @_locked
+    def estop(self, reason: str = "estop requested") -> tuple[bool, str]:
+        """Latch ESTOP from any state: queue dropped, smooth stop, only reset() leaves it."""
+        self.scheduler.clear()
+        self.estop_reason = reason
+        if not self._active:
+            self.state = ExecutorState.ESTOP
+            return self._ok(f"estop latched (nothing is being sent): {reason}")
+        self.state = ExecutorState.ESTOP
+        return self._ok(f"estop latched: {reason}")
+
+    @_locked
+    def reset(self, now: float) -> tuple[bool, str]:
+        """Clear a latched ESTOP -> IDLE (holding; call start or go_home next), or -> DISABLED
+        if the estop came while nothing was being sent."""
+        if self.state != ExecutorState.ESTOP:
+            return self._refuse(f"reset needs state estop, state is {self.state.value}")
+        if not self._active:
+            self.estop_reason = None
+            self.state = ExecutorState.DISABLED
+            return self._ok("estop reset: disabled")
+        if not self._fresh_state(now):
+            return self._refuse("no fresh joint state: cannot reset estop")
+        if not self.filter.initialized:
+            self.filter.reset(self.measured_q)
+        elif self.filter.is_stopped:
+            # Re-anchor on the robot (it may have been moved while stopped, e.g. hand guiding).
+            self.filter.reset(self.measured_q)
+        self.filter.set_measured(self.measured_q, self.measured_stamp)
+        self.estop_reason = None
+        self.scheduler.clear()
+        self.scheduler.reset_ordering()
+        self.state = ExecutorState.IDLE
+        return self._ok("estop reset: idle")
+
+    # ---- control tick ------------------------------------------------------------------------
+    @_locked
+    def tick(self, now: float) -> Optional[Command]:
+        """One control period: returns the Command to send, or None while DISABLED."""
+        state = self.state
+        if state == ExecutorState.DISABLED or not self._active:
+            return None
+        if self.dry_run:
+            self.filter.set_measured(self.filter.q, now)
+        gripper_value = None
+        if state == ExecutorState.RUNNING:
+            sample = self.scheduler.sample(now)
+            out = self.filter.step(None if sample is None else sample.positions, now)
+            if sample is not None and out.hold_reason is None:
+                gripper_value = sample.gripper
+        elif state == ExecutorState.HOMING:
+            # Waypoint toward home at most half the jump threshold ahead of the reference, so
+            # the jump-from-measured and workspace checks stay active on the way.
+            reach = 0.5 * self.limits.max_jump_rad
+            waypoint = self.filter.q + np.clip(self.limits.start_pose - self.filter.q, -reach, reach)
+            out = self.filter.step(waypoint, now)
+            if (np.max(np.abs(out.position - self.limits.start_pose)) <= self.home_tolerance
+                    and np.max(np.abs(out.velocity)) < 1e-3):
+                self.state = ExecutorState.IDLE
+                self.message = "home reached"
+        else:  # IDLE, PAUSED, STOPPING, ESTOP: smooth stop, then stay
+            out = self.filter.step(None, now)
+            if state == ExecutorState.STOPPING and self.filter.is_stopped:
+                self.state = ExecutorState.DISABLED
+                self._active = False
+                self.message = "disabled"
+        self.last_output = out
+        if (state in (ExecutorState.RUNNING, ExecutorState.HOMING) and self.max_tracking_error > 0
+                and not self.dry_run and self.filter.measured_q is not None and self._fresh_state(now)):
+            err = float(np.max(np.abs(self.filter.q - self.filter.measured_q)))
+            if err > self.max_tracking_error:
+                self.estop(f"tracking error {err:.3f} rad > {self.max_tracking_error:.3f} rad")
+        event = self.gripper.update(gripper_value, now) if gripper_value is not None else None
+        return self._command(now, out, event)
+
+    def _command(self, now: float, out: FilterOutput, event: Optional[GripperEvent]) -> Command:
+        points = [TrajectoryPoint(out.position, out.velocity, out.acceleration, self.dt)]
+        if self.trajectory_points > 1:
+            for k, (q, v, a) in enumerate(self.filter.preview_hold(self.trajectory_points - 1), start=2):
+                points.append(TrajectoryPoint(q, v, a, k * self.dt))
+        return Command(now, self.joint_names, out.position, out.velocity, out.acceleration, self.dt,
+                       tuple(points), out.holding, out.hold_reason, self.dry_run, event)
+
+    # ---- diagnostics ---------------------------------------------------------------------------
+    @_locked
+    def status(self, now: float) -> ExecutorStatus:
+        """Snapshot of the executor at ``now`` (s)."""
+        last = self.last_chunk
+        rejected_reason = None
+        if last is not None and not last.accepted:
+            rejected_reason = last.reason
+        out = self.last_output
+        return ExecutorStatus(
+            state=self.state.value,
+            dry_run=self.dry_run,
+            holding=bool(out.holding) if out is not None else True,
+            hold_reason=out.hold_reason if out is not None else None,
+            queue_depth=self.scheduler.depth(now),
+            queue_remaining_s=self.scheduler.remaining_time(now),
+            needs_chunk=self.state == ExecutorState.RUNNING and self.scheduler.needs_chunk(now),
+            chunks_accepted=self.chunks_accepted,
+            chunks_rejected=self.chunks_rejected,
+            last_chunk_latency=None if last is None else last.latency,
+            last_chunk_reject_reason=rejected_reason,
+            clip_counts=dict(self.filter.clip_counts),
+            last_safety_event=self.filter.last_event,
+            estop_reason=self.estop_reason,
+            at_start_pose=self.at_start_pose(),
+            joint_state_age=None if self.measured_stamp is None else now - self.measured_stamp,
+            gripper_state=self.gripper.state,
+            message=self.message,
+        )
+
+    @_locked
+    def needs_chunk(self, now: float) -> bool:
+        """True while RUNNING when the queue runs low: the node should request/await a chunk."""
+        return self.state == ExecutorState.RUNNING and self.scheduler.needs_chunk(now)
