@@ -1,0 +1,127 @@
+"""How a checkpoint's numbers map to a robot: proprio layout in, action space and gripper out.
+
+The model sees a proprio vector and returns `chunk_len x action_dim` un-normalized actions. What
+those numbers mean (joint positions or end-effector deltas, which column is the gripper, which value
+means open) is a property of the data the checkpoint was trained on, so it is configured, never
+guessed. Pure numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ACTION_SPACES = ("joint_position", "joint_delta", "eef_delta")
+
+# proprio layout name -> (size, description)
+PROPRIO_LAYOUTS = {
+    "joints": (7, "7 joint positions [rad]"),
+    "joints_fingers": (9, "7 joint positions [rad] + 2 finger positions [m]"),
+    "joints_gripper_width": (8, "7 joint positions [rad] + gripper opening width [m]"),
+    "eef_axisangle_fingers": (8, "EEF position [m] + EEF orientation as axis-angle [rad] + 2 finger positions [m] (LIBERO)"),
+}
+
+
+class IOSpecError(ValueError):
+    """An inconsistent action/proprio specification."""
+
+
+@dataclass
+class IOSpec:
+    action_space: str = "eef_delta"
+    dt: float = 0.05  # seconds between chunk steps (LIBERO: 20 Hz)
+    action_dim: int = 7  # columns of the model output, gripper included
+    gripper_index: int | None = 6  # model-output column of the gripper; None = no gripper
+    gripper_open_value: float = 1.0  # model value meaning "open" (LIBERO data: 1 = open)
+    gripper_closed_value: float = 0.0
+    proprio_layout: str = "eef_axisangle_fingers"
+    arm_names: list[str] = field(default_factory=list)  # names of the arm columns (filled if empty)
+
+    def __post_init__(self):
+        if self.action_space not in ACTION_SPACES:
+            raise IOSpecError(f"action_space must be one of {ACTION_SPACES}, got {self.action_space!r}")
+        if not (self.dt > 0 and np.isfinite(self.dt)):
+            raise IOSpecError(f"dt must be a positive number of seconds, got {self.dt}")
+        if self.proprio_layout not in PROPRIO_LAYOUTS:
+            raise IOSpecError(f"proprio_layout must be one of {sorted(PROPRIO_LAYOUTS)}, got {self.proprio_layout!r}")
+        if self.gripper_index is not None:
+            if self.gripper_index < 0:
+                self.gripper_index += self.action_dim
+            if not 0 <= self.gripper_index < self.action_dim:
+                raise IOSpecError(f"gripper_index {self.gripper_index} outside 0..{self.action_dim - 1}")
+            if self.gripper_open_value == self.gripper_closed_value:
+                raise IOSpecError("gripper_open_value and gripper_closed_value must differ")
+        arm_dim = self.arm_dim
+        expected = 6 if self.action_space == "eef_delta" else None
+        if expected is not None and arm_dim != expected:
+            raise IOSpecError(f"eef_delta needs 6 arm columns (dx dy dz drx dry drz), the model has {arm_dim}")
+        if not self.arm_names:
+            if self.action_space == "eef_delta":
+                self.arm_names = ["eef_dx", "eef_dy", "eef_dz", "eef_drx", "eef_dry", "eef_drz"]
+            else:
+                self.arm_names = [f"joint{i + 1}" for i in range(arm_dim)]
+        if len(self.arm_names) != arm_dim:
+            raise IOSpecError(f"{len(self.arm_names)} arm_names for {arm_dim} arm columns")
+
+    @property
+    def arm_dim(self) -> int:
+        return self.action_dim - (self.gripper_index is not None)
+
+    @property
+    def proprio_dim(self) -> int:
+        return PROPRIO_LAYOUTS[self.proprio_layout][0]
+
+    def split(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(chunk x action_dim) model actions -> (chunk x arm_dim arm actions, gripper closure 0..1).
+
+        Closure is 0 for the open value, 1 for the closed value, linear and clipped in between.
+        """
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.ndim != 2 or actions.shape[1] != self.action_dim:
+            raise IOSpecError(f"expected chunk x {self.action_dim} actions, got shape {actions.shape}")
+        if self.gripper_index is None:
+            return actions, None
+        arm = np.delete(actions, self.gripper_index, axis=1)
+        raw = actions[:, self.gripper_index]
+        closure = (raw - self.gripper_open_value) / (self.gripper_closed_value - self.gripper_open_value)
+        return arm, np.clip(closure, 0.0, 1.0)
+
+
+def build_proprio(
+    layout: str,
+    joint_positions: np.ndarray,
+    finger_positions: np.ndarray | None = None,
+    eef_position: np.ndarray | None = None,
+    eef_axis_angle: np.ndarray | None = None,
+) -> np.ndarray:
+    """Assemble the proprio vector of `layout` from robot state; raises IOSpecError if a part is missing."""
+    if layout not in PROPRIO_LAYOUTS:
+        raise IOSpecError(f"unknown proprio layout {layout!r}")
+    q = np.asarray(joint_positions, dtype=np.float64).reshape(-1)
+    if q.size != 7:
+        raise IOSpecError(f"expected 7 arm joint positions, got {q.size}")
+
+    def need(value, size, what):
+        if value is None:
+            raise IOSpecError(f"proprio layout {layout!r} needs {what}")
+        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+        if arr.size != size:
+            raise IOSpecError(f"{what}: expected {size} values, got {arr.size}")
+        return arr
+
+    if layout == "joints":
+        out = q
+    elif layout == "joints_fingers":
+        out = np.concatenate([q, need(finger_positions, 2, "2 finger positions")])
+    elif layout == "joints_gripper_width":
+        out = np.concatenate([q, [need(finger_positions, 2, "2 finger positions").sum()]])
+    else:  # eef_axisangle_fingers
+        out = np.concatenate([
+            need(eef_position, 3, "the end-effector position"),
+            need(eef_axis_angle, 3, "the end-effector axis-angle orientation"),
+            need(finger_positions, 2, "2 finger positions"),
+        ])
+    if not np.all(np.isfinite(out)):
+        raise IOSpecError(f"proprio has non-finite values: {out.tolist()}")
+    return out

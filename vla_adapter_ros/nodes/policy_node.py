@@ -1,0 +1,493 @@
+"""Policy node: cameras + joint state in, timestamped action chunks out, instructions by service.
+
+A thin rclpy adapter. The logic lives in pure-Python cores:
+  observation.ObservationAssembler (sync, staleness), observation.decode_image, validate_instruction,
+  inference.IOSpec / build_proprio (what the model's numbers mean), inference.InferenceEngine
+  (the model), inference.InferenceWorker (off-thread, latest-wins).
+
+Bring-up is lifecycle-style: the model is loaded and warmed up before any subscription exists and
+before the status reports `ready`; a load failure logs one clear line and exits with code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Header, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from vla_adapter_ros.action import ExecuteInstruction
+from vla_adapter_ros.inference.io_spec import IOSpec, IOSpecError, build_proprio
+from vla_adapter_ros.inference.worker import InferenceWorker
+from vla_adapter_ros.msg import ActionChunk, PolicyStatus
+from vla_adapter_ros.nodes.common import declare, fatal, now_seconds, seconds_to_stamp, stamp_seconds
+from vla_adapter_ros.observation import (
+    ImageDecodeError,
+    InputRejected,
+    InstructionError,
+    ObservationAssembler,
+    ObservationRefused,
+    decode_image,
+    validate_instruction,
+)
+from vla_adapter_ros.srv import SetInstruction
+
+ACTION_SPACE_IDS = {
+    "joint_position": ActionChunk.JOINT_POSITION,
+    "joint_delta": ActionChunk.JOINT_DELTA,
+    "eef_delta": ActionChunk.EEF_DELTA,
+}
+
+DEFAULTS = {
+    # model
+    "checkpoint": "",  # checkpoint directory; empty = random-weight `preset` (demos and tests only)
+    "preset": "tiny",
+    "device": "auto",
+    "seed": 0,
+    "unnorm_key": "",
+    "warmup_iterations": 2,
+    # inputs
+    "camera_topics": ["/camera/agentview/image_raw", "/camera/wrist/image_raw"],
+    "joint_state_topic": "/joint_states",
+    "arm_joint_names": [f"fr3_joint{i}" for i in range(1, 8)],
+    "finger_joint_names": ["fr3_finger_joint1", "fr3_finger_joint2"],
+    "eef_pose_topic": "",  # geometry_msgs/PoseStamped; empty = forward kinematics from joints
+    "max_skew": 0.05,
+    "max_age": 0.2,
+    "image_width": 0,  # expected camera size; 0 = accept any (the processor resizes)
+    "image_height": 0,
+    # instructions
+    "instruction": "",
+    "instruction_topic": "/vla/instruction",
+    "max_instruction_chars": 256,
+    "success_topic": "/vla/task_success",
+    "default_max_duration": 120.0,
+    # triggering and outputs
+    "trigger": "request",  # "request": on executor request; "rate": at rate_hz
+    "rate_hz": 4.0,
+    "request_topic": "/vla/request_chunk",
+    "chunk_topic": "/vla/action_chunk",
+    "trajectory_topic": "/vla/action_trajectory",
+    "status_topic": "/vla/policy/status",
+    "status_rate_hz": 2.0,
+    "frame_id": "base",
+    # meaning of the model's numbers (see inference/io_spec.py)
+    "action_space": "eef_delta",
+    "dt": 0.05,
+    "has_gripper": True,
+    "gripper_index": 6,
+    "gripper_open_value": 1.0,
+    "gripper_closed_value": 0.0,
+    "proprio_layout": "eef_axisangle_fingers",
+    "arm_names": [""],  # names of the arm action columns; [""] = defaults for the action space
+}
+
+
+@dataclass
+class _Request:
+    observation_stamp: float
+    images: list
+    proprio: np.ndarray
+    instruction: str
+
+
+class PolicyNode(Node):
+    def __init__(self):
+        super().__init__("policy_node")
+        self.p = declare(self, DEFAULTS)
+        self.engine = None
+        self.ready = False
+        self._lock = threading.Lock()
+        self.instruction = ""
+        self.sequence = 0
+        self.chunks_published = 0
+        self.refusals = 0
+        self.last_refusal = ""
+        self._last_warn = 0.0
+        self._joint_cache: dict[str, float] = {}
+        self._success_flag = False
+        self.worker: InferenceWorker | None = None
+
+    # ------------------------------------------------------------------ bring-up
+    def load(self) -> None:
+        """Validate parameters, load and warm up the model. Raises with a clear message on failure."""
+        from vla_adapter_ros.inference.engine import InferenceEngine
+
+        p = self.p
+        arm_names = [n for n in p["arm_names"] if n]
+        source = p["checkpoint"] or f"random-weight preset {p['preset']!r}"
+        self.get_logger().info(f"loading model from {source} on device {p['device']}")
+        start = time.monotonic()
+        self.engine = InferenceEngine.load(
+            checkpoint=p["checkpoint"] or None, preset=p["preset"], device=p["device"],
+            seed=int(p["seed"]), unnorm_key=p["unnorm_key"] or None,
+        )
+        if self.engine.random_weights:
+            self.get_logger().warning(
+                f"RANDOM WEIGHTS ({self.engine.model_id}): actions are meaningless; for tests and demos only"
+            )
+        self.io = IOSpec(
+            action_space=p["action_space"], dt=float(p["dt"]), action_dim=self.engine.action_dim,
+            gripper_index=int(p["gripper_index"]) if p["has_gripper"] else None,
+            gripper_open_value=float(p["gripper_open_value"]),
+            gripper_closed_value=float(p["gripper_closed_value"]),
+            proprio_layout=p["proprio_layout"], arm_names=arm_names,
+        )
+        if self.io.proprio_dim != self.engine.proprio_dim:
+            raise IOSpecError(
+                f"proprio_layout {self.io.proprio_layout!r} gives {self.io.proprio_dim} values, "
+                f"the model expects {self.engine.proprio_dim}"
+            )
+        if len(p["camera_topics"]) != self.engine.num_images:
+            raise ValueError(
+                f"{len(p['camera_topics'])} camera_topics configured, the model expects {self.engine.num_images} images"
+            )
+        warm = self.engine.warmup(int(p["warmup_iterations"]))
+        self.get_logger().info(
+            f"model {self.engine.model_id} ready on {self.engine.device} in {time.monotonic() - start:.1f} s "
+            f"(warm-up: {', '.join(f'{t:.0f} ms' for t in warm)})"
+        )
+        if p["eef_pose_topic"] == "" and self.io.proprio_layout.startswith("eef"):
+            from vla_adapter_ros.control.kinematics import FrankaKinematics
+
+            self.kinematics = FrankaKinematics()
+        if p["instruction"]:
+            self.instruction = validate_instruction(p["instruction"], int(p["max_instruction_chars"]))
+
+    def start(self) -> None:
+        """Create the ROS interfaces (after a successful load) and start inference."""
+        p = self.p
+        size = (int(p["image_height"]), int(p["image_width"])) if p["image_width"] > 0 else None
+        states = ["joints"] + (["eef_pose"] if p["eef_pose_topic"] else [])
+        self.camera_names = [f"camera{i}" for i in range(len(p["camera_topics"]))]
+        self.assembler = ObservationAssembler(
+            self.camera_names, states, max_skew=float(p["max_skew"]), max_age=float(p["max_age"]),
+            image_size=size, state_sizes={"joints": 7, "eef_pose": 7},
+        )
+        self.input_topics = list(p["camera_topics"]) + [p["joint_state_topic"]] + (
+            [p["eef_pose_topic"]] if p["eef_pose_topic"] else [])
+
+        sensors = MutuallyExclusiveCallbackGroup()
+        for name, topic in zip(self.camera_names, p["camera_topics"]):
+            self.create_subscription(Image, topic, lambda m, n=name: self._on_image(n, m),
+                                     qos_profile_sensor_data, callback_group=sensors)
+        self.create_subscription(JointState, p["joint_state_topic"], self._on_joint_state,
+                                 qos_profile_sensor_data, callback_group=sensors)
+        if p["eef_pose_topic"]:
+            self.create_subscription(PoseStamped, p["eef_pose_topic"], self._on_pose,
+                                     qos_profile_sensor_data, callback_group=sensors)
+
+        control = MutuallyExclusiveCallbackGroup()
+        self.chunk_pub = self.create_publisher(ActionChunk, p["chunk_topic"], 10)
+        self.trajectory_pub = self.create_publisher(JointTrajectory, p["trajectory_topic"], 10)
+        self.status_pub = self.create_publisher(PolicyStatus, p["status_topic"], 10)
+        self.create_subscription(String, p["instruction_topic"], self._on_instruction_topic, 10,
+                                 callback_group=control)
+        self.create_subscription(Bool, p["success_topic"], self._on_success, 10, callback_group=control)
+        self.create_service(SetInstruction, "~/set_instruction", self._on_set_instruction,
+                            callback_group=control)
+        self.create_service(Trigger, "~/stop", self._on_stop, callback_group=control)
+        self.action_server = ActionServer(
+            self, ExecuteInstruction, "~/execute_instruction",
+            execute_callback=self._execute, goal_callback=self._on_goal,
+            cancel_callback=lambda _g: CancelResponse.ACCEPT, callback_group=ReentrantCallbackGroup(),
+        )
+        if p["trigger"] == "request":
+            self.create_subscription(Header, p["request_topic"], lambda _m: self._trigger(), 10,
+                                     callback_group=control)
+        elif p["trigger"] == "rate":
+            self.create_timer(1.0 / float(p["rate_hz"]), self._trigger, callback_group=control)
+        else:
+            raise ValueError(f"trigger must be 'request' or 'rate', got {p['trigger']!r}")
+        self.create_timer(1.0 / float(p["status_rate_hz"]), self._publish_status, callback_group=control)
+        self.worker = InferenceWorker(self._run_model, self._on_model_result)
+        self.ready = True
+        self.get_logger().info(
+            f"ready: {len(self.camera_names)} cameras, trigger={p['trigger']}, chunks on {p['chunk_topic']}"
+        )
+
+    # ------------------------------------------------------------------ refusals
+    def _refuse(self, reason: str) -> None:
+        with self._lock:
+            self.refusals += 1
+            self.last_refusal = reason
+        now = time.monotonic()
+        if now - self._last_warn > 2.0:  # throttled: a broken camera must not flood the log
+            self._last_warn = now
+            self.get_logger().warning(reason)
+
+    # ------------------------------------------------------------------ inputs
+    def _on_image(self, name: str, msg: Image) -> None:
+        try:
+            rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+            self.assembler.add_image(name, stamp_seconds(msg.header.stamp), rgb)
+        except (ImageDecodeError, InputRejected) as exc:
+            self._refuse(f"{name}: {exc}" if not str(exc).startswith(name) else str(exc))
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if len(msg.position) != len(msg.name):
+            self._refuse(f"joint_states: {len(msg.name)} names but {len(msg.position)} positions")
+            return
+        cache = self._joint_cache
+        cache.update(zip(msg.name, msg.position))
+        arm = self.p["arm_joint_names"]
+        if all(n in cache for n in arm) and any(n in msg.name for n in arm):
+            try:
+                self.assembler.add_state("joints", stamp_seconds(msg.header.stamp), [cache[n] for n in arm])
+            except InputRejected as exc:
+                for n in arm:  # a non-finite arm joint must not linger in the cache
+                    cache.pop(n, None)
+                self._refuse(str(exc))
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        pos, ori = msg.pose.position, msg.pose.orientation
+        try:
+            self.assembler.add_state("eef_pose", stamp_seconds(msg.header.stamp),
+                                     [pos.x, pos.y, pos.z, ori.x, ori.y, ori.z, ori.w])
+        except InputRejected as exc:
+            self._refuse(str(exc))
+
+    # ------------------------------------------------------------------ instructions
+    def _set_instruction(self, text: str) -> tuple[bool, str]:
+        try:
+            cleaned = validate_instruction(text, int(self.p["max_instruction_chars"]))
+        except InstructionError as exc:
+            self._refuse(f"instruction refused: {exc}")
+            return False, f"refused: {exc}"
+        with self._lock:
+            self.instruction = cleaned
+        self.get_logger().info(f"instruction: {cleaned!r}")
+        return True, f"instruction set: {cleaned}"
+
+    def _on_set_instruction(self, request, response):
+        response.success, response.message = self._set_instruction(request.instruction)
+        return response
+
+    def _on_instruction_topic(self, msg: String) -> None:
+        self._set_instruction(msg.data)
+
+    def _on_success(self, msg: Bool) -> None:
+        if msg.data:
+            self._success_flag = True
+
+    def _on_stop(self, _request, response):
+        self._stop_policy("stop requested")
+        response.success, response.message = True, "stopped: no instruction, executor told to hold"
+        return response
+
+    def _stop_policy(self, reason: str) -> None:
+        """Clear the instruction and tell the executor to drop its queue and hold (empty chunk)."""
+        with self._lock:
+            self.instruction = ""
+        stop = ActionChunk()
+        stop.header.stamp = self.get_clock().now().to_msg()
+        stop.header.frame_id = self.p["frame_id"]
+        stop.action_space = ACTION_SPACE_IDS[self.io.action_space]
+        stop.horizon, stop.action_dim, stop.dt = 0, self.io.arm_dim, self.io.dt
+        stop.names = list(self.io.arm_names)
+        stop.model_id = self.engine.model_id
+        self.chunk_pub.publish(stop)
+        self.get_logger().info(f"policy stopped ({reason})")
+
+    # ------------------------------------------------------------------ ExecuteInstruction action
+    def _on_goal(self, goal) -> GoalResponse:
+        try:
+            validate_instruction(goal.instruction, int(self.p["max_instruction_chars"]))
+        except InstructionError as exc:
+            self._refuse(f"goal refused: {exc}")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _execute(self, goal_handle):
+        request = goal_handle.request
+        limit = request.max_duration if request.max_duration > 0 else float(self.p["default_max_duration"])
+        self._success_flag = False
+        ok, message = self._set_instruction(request.instruction)
+        start, first_chunk = time.monotonic(), self.chunks_published
+        result = ExecuteInstruction.Result()
+        state = "running"
+        while rclpy.ok():
+            elapsed = time.monotonic() - start
+            chunks = self.chunks_published - first_chunk
+            if not ok:
+                goal_handle.abort()
+                result.success, result.message = False, message
+                break
+            if goal_handle.is_cancel_requested:
+                self._stop_policy("goal cancelled")
+                goal_handle.canceled()
+                result.success, result.message = False, "cancelled: arm told to hold"
+                break
+            if self._success_flag:
+                self._stop_policy("task reported success")
+                goal_handle.succeed()
+                result.success, result.message = True, "task reported success"
+                break
+            if elapsed > limit:
+                self._stop_policy("time limit")
+                goal_handle.abort()
+                result.success, result.message = False, f"no success within {limit:.1f} s"
+                break
+            if self.instruction != validate_instruction(request.instruction, 10**6):
+                self._stop_policy("instruction replaced")
+                goal_handle.abort()
+                result.success, result.message = False, "instruction replaced by another request"
+                break
+            state = "running" if chunks else "waiting for observations"
+            goal_handle.publish_feedback(ExecuteInstruction.Feedback(chunks=chunks, elapsed=elapsed, state=state))
+            time.sleep(0.1)
+        result.chunks = self.chunks_published - first_chunk
+        result.elapsed = time.monotonic() - start
+        return result
+
+    # ------------------------------------------------------------------ inference
+    def _trigger(self) -> None:
+        if not self.ready or self.worker is None:
+            return
+        with self._lock:
+            instruction = self.instruction
+        if not instruction or self.worker.busy:
+            return  # nothing to do, or a chunk is already on its way
+        try:
+            obs = self.assembler.assemble(now_seconds(self))
+            proprio = self._proprio(obs)
+        except (ObservationRefused, IOSpecError) as exc:
+            self._refuse(f"no chunk: {exc}")
+            return
+        self.worker.submit(_Request(obs.stamp, obs.images, proprio, instruction))
+
+    def _proprio(self, obs) -> np.ndarray:
+        q = obs.state["joints"]
+        fingers = [self._joint_cache.get(n) for n in self.p["finger_joint_names"]]
+        fingers = None if any(f is None for f in fingers) else np.array(fingers)
+        eef_pos = eef_rot = None
+        if self.io.proprio_layout.startswith("eef"):
+            from vla_adapter_ros.control.kinematics import matrix_to_axis_angle
+
+            if "eef_pose" in obs.state:
+                x, y, z, qx, qy, qz, qw = obs.state["eef_pose"]
+                eef_pos, eef_rot = np.array([x, y, z]), _quaternion_to_axis_angle(qx, qy, qz, qw)
+            else:
+                pose = self.kinematics.fk(q)
+                eef_pos, eef_rot = pose[:3, 3], matrix_to_axis_angle(pose[:3, :3])
+        return build_proprio(self.io.proprio_layout, q, fingers, eef_pos, eef_rot)
+
+    def _run_model(self, request: _Request):
+        start = time.perf_counter()
+        actions = self.engine.predict(request.images, request.instruction, request.proprio)
+        return actions, (time.perf_counter() - start) * 1e3
+
+    def _on_model_result(self, request: _Request, result, error) -> None:
+        if error is not None:
+            self._refuse(f"inference failed: {type(error).__name__}: {error}")
+            return
+        actions, inference_ms = result
+        with self._lock:
+            if request.instruction != self.instruction:
+                return  # instruction changed or stopped while computing: this chunk is obsolete
+        arm, closure = self.io.split(actions)
+        msg = ActionChunk()
+        msg.header.stamp = seconds_to_stamp(request.observation_stamp)
+        msg.header.frame_id = self.p["frame_id"]
+        msg.names = list(self.io.arm_names)
+        msg.action_space = ACTION_SPACE_IDS[self.io.action_space]
+        msg.horizon, msg.action_dim = arm.shape
+        msg.actions = arm.astype(np.float32).reshape(-1).tolist()
+        msg.dt = self.io.dt
+        msg.gripper = [] if closure is None else closure.astype(np.float32).tolist()
+        msg.instruction = request.instruction
+        msg.model_id = self.engine.model_id
+        msg.sequence = self.sequence
+        msg.inference_ms = float(inference_ms)
+        self.chunk_pub.publish(msg)
+        if self.io.action_space == "joint_position":
+            traj = JointTrajectory()
+            traj.header = msg.header
+            traj.joint_names = list(self.io.arm_names)
+            for i, row in enumerate(arm):
+                t = i * self.io.dt
+                point = JointTrajectoryPoint(positions=row.tolist())
+                point.time_from_start.sec, point.time_from_start.nanosec = int(t), int(round((t % 1) * 1e9))
+                traj.points.append(point)
+            self.trajectory_pub.publish(traj)
+        with self._lock:
+            self.sequence += 1
+            self.chunks_published += 1
+
+    # ------------------------------------------------------------------ status
+    def _publish_status(self) -> None:
+        now = now_seconds(self)
+        status = PolicyStatus()
+        status.header.stamp = self.get_clock().now().to_msg()
+        status.ready = self.ready
+        status.model_id = self.engine.model_id
+        status.device = self.engine.device
+        with self._lock:
+            status.instruction = self.instruction
+            status.chunks_published = self.chunks_published
+            status.refusals = self.refusals
+            status.last_refusal = self.last_refusal
+        status.inference_p50_ms = self.worker.latency.percentile(50)
+        status.inference_p95_ms = self.worker.latency.percentile(95)
+        ages = self.assembler.ages(now)
+        status.input_names = list(self.input_topics)
+        status.input_ages_ms = [-1.0 if a is None else float(a * 1e3) for a in ages.values()]
+        self.status_pub.publish(status)
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
+def _quaternion_to_axis_angle(x: float, y: float, z: float, w: float) -> np.ndarray:
+    norm = np.sqrt(x * x + y * y + z * z + w * w)
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise IOSpecError("end-effector orientation quaternion is zero or non-finite")
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    if w < 0:
+        x, y, z, w = -x, -y, -z, -w
+    s = np.sqrt(max(0.0, 1.0 - w * w))
+    angle = 2.0 * np.arctan2(s, w)
+    return np.zeros(3) if s < 1e-12 else np.array([x, y, z]) / s * angle
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = PolicyNode()
+    try:
+        node.load()
+    except Exception as exc:  # any load failure: one clear line, non-zero exit, no hang
+        code = fatal(node, f"policy_node: cannot start: {type(exc).__name__}: {exc}")
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return code
+    node.start()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
