@@ -26,20 +26,28 @@ def _same_kind(a, b) -> bool:
     return type(a) is type(b)
 
 
-@pytest.mark.parametrize("path", sorted(CONFIG.glob("policy*.yaml")), ids=lambda p: p.name)
-def test_policy_config_matches_node_parameters(path):
-    pytest.importorskip("rclpy")
-    from vla_adapter_ros.nodes.policy_node import DEFAULTS
+NODE_CONFIGS = [(path, node) for node in ("policy_node", "executor_node")
+                for path in sorted(CONFIG.glob(node.removesuffix("_node") + "*.yaml"))]
 
-    params = _node_params(path, "policy_node")
+
+def _defaults(node: str) -> dict:
+    pytest.importorskip("rclpy")
+    import importlib
+
+    return importlib.import_module(f"vla_adapter_ros.nodes.{node}").DEFAULTS
+
+
+@pytest.mark.parametrize("path, node", NODE_CONFIGS, ids=lambda x: getattr(x, "name", x))
+def test_node_config_matches_node_parameters(path, node):
+    DEFAULTS = _defaults(node)
+    params = _node_params(path, node)
     unknown = sorted(set(params) - set(DEFAULTS))
     assert not unknown, f"{path.name}: keys the node does not declare: {unknown}"
     wrong = {k: (params[k], DEFAULTS[k]) for k in params if not _same_kind(params[k], DEFAULTS[k])}
     assert not wrong, f"{path.name}: types differ from the node's declarations: {wrong}"
 
 
-def test_default_policy_config_equals_node_defaults():
-    pytest.importorskip("rclpy")
-    from vla_adapter_ros.nodes.policy_node import DEFAULTS
-
-    assert _node_params(CONFIG / "policy.yaml", "policy_node") == DEFAULTS
+@pytest.mark.parametrize("node", ["policy_node", "executor_node"])
+def test_default_config_equals_node_defaults(node):
+    path = CONFIG / (node.removesuffix("_node") + ".yaml")
+    assert _node_params(path, node) == _defaults(node)

@@ -1,0 +1,300 @@
+"""The executor node as a separate process over real ROS 2 middleware.
+
+The test process plays a perfectly tracking robot: it publishes joint states equal to the last
+commanded positions (starting at the ready pose) and feeds chunks, then checks the controller
+messages, the control services and the holds.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64, Header  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from ros_harness import spin_until  # noqa: E402
+from vla_adapter_ros.control import load_robot_limits  # noqa: E402
+from vla_adapter_ros.msg import ActionChunk, ExecutorStatus  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+LIMITS = load_robot_limits("fr3")
+READY = np.array(LIMITS.start_pose)
+NAMES = list(LIMITS.joint_names)
+JTC = "/fr3_arm_controller/joint_trajectory"
+
+
+def write_params(path, node="executor_node", **overrides):
+    params = {"auto_enable": False, "status_rate_hz": 20.0, "gripper_output": "topic"}
+    params.update(overrides)
+    lines = [f"{node}:", "  ros__parameters:"] + [f"    {k}: {v!r}".replace("'", '"') for k, v in params.items()]
+    path.write_text("\n".join(lines).replace("True", "true").replace("False", "false") + "\n")
+    return path
+
+
+def relaxed_limits(tmp_path):
+    """FR3 limits with watchdogs loose enough for a test process that is not a real-time robot
+    (its joint states come from a Python timer on a shared 2-core machine)."""
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/robots/fr3.yaml").read_text())
+    data.update(joint_state_timeout=0.5, chunk_max_age=10.0)
+    path = tmp_path / "fr3_test.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def start_executor(processes, tmp_path, **overrides):
+    overrides.setdefault("robot", relaxed_limits(tmp_path))
+    params = write_params(tmp_path / "executor.yaml", **overrides)
+    child = processes.start("executor_node", [sys.executable, "-m", "vla_adapter_ros.nodes.executor_node",
+                                              "--ros-args", "--params-file", str(params)])
+    child.wait_for_output("ready:", timeout=60)
+    return child
+
+
+class TrackingRobot:
+    """Joint states = last commanded JTC positions; records commands, status, requests, gripper."""
+
+    def __init__(self, context, topic=JTC):
+        self.node = rclpy.create_node("tracking_robot", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.q = READY.copy()
+        self.publishing = True
+        self.commands: list[JointTrajectory] = []
+        self.dry_run: list[JointTrajectory] = []
+        self.status: list[ExecutorStatus] = []
+        self.requests: list[Header] = []
+        self.gripper: list[float] = []
+        self.js_pub = self.node.create_publisher(JointState, "/joint_states", 10)
+        self.chunk_pub = self.node.create_publisher(ActionChunk, "/vla/action_chunk", 10)
+        self.node.create_subscription(JointTrajectory, topic, self._on_command, 50)
+        self.node.create_subscription(JointTrajectory, "/executor_node/dry_run/joint_trajectory",
+                                      self.dry_run.append, 50)
+        self.node.create_subscription(ExecutorStatus, "/vla/executor/status", self.status.append, 10)
+        self.node.create_subscription(Header, "/vla/request_chunk", self.requests.append, 10)
+        self.node.create_subscription(Float64, "/gripper/command", lambda m: self.gripper.append(m.data), 10)
+        self.node.create_timer(0.005, self._publish_state)
+
+    def _on_command(self, msg):
+        self.commands.append(msg)
+        self.q = np.array(msg.points[0].positions)
+
+    def _publish_state(self):
+        if not self.publishing:
+            return
+        msg = JointState(name=NAMES + ["fr3_finger_joint1", "fr3_finger_joint2"], position=self.q.tolist() + [0.04, 0.04])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.js_pub.publish(msg)
+
+    def spin(self, predicate, timeout):
+        return spin_until(self.executor, predicate, timeout)
+
+    def wait(self, seconds):
+        self.spin(lambda: False, seconds)
+
+    def call(self, srv_type, name, request):
+        client = self.node.create_client(srv_type, f"/executor_node/{name}")
+        assert self.spin(client.service_is_ready, 30), f"service {name} not available"
+        future = client.call_async(request)
+        assert self.spin(future.done, 15)
+        self.node.destroy_client(client)
+        return future.result()
+
+    def trigger(self, name):
+        return self.call(Trigger, name, Trigger.Request())
+
+    def enable(self, on=True):
+        return self.call(SetBool, "enable", SetBool.Request(data=on))
+
+    def last_status(self):
+        return self.status[-1] if self.status else None
+
+    def describe(self):
+        s = self.last_status()
+        if s is None:
+            return "no status"
+        return (f"state={s.state} holding={s.holding} hold_reason={s.hold_reason!r} accepted={s.chunks_accepted} "
+                f"rejected={s.chunks_rejected} reject_reason={s.last_chunk_reject_reason!r} queue={s.queue_depth} "
+                f"event={s.last_safety_event!r} message={s.message!r} estop={s.estop_reason!r}")
+
+    def wait_state(self, state, timeout=10):
+        assert self.spin(lambda: self.last_status() is not None and self.last_status().state == state, timeout), \
+            self.last_status()
+
+    def send_chunk(self, rows, dt=0.05, gripper=None, stamp=None, action_space=ActionChunk.JOINT_POSITION,
+                   names=NAMES, sequence=0):
+        rows = np.asarray(rows, dtype=float)
+        msg = ActionChunk(action_space=action_space, names=list(names), horizon=rows.shape[0],
+                          action_dim=rows.shape[1] if rows.ndim == 2 else 0, dt=dt, sequence=sequence)
+        msg.actions = rows.reshape(-1).tolist()
+        msg.gripper = [] if gripper is None else list(gripper)
+        now = self.node.get_clock().now()
+        msg.header.stamp = (stamp or now).to_msg()
+        self.chunk_pub.publish(msg)
+
+    def close(self):
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def robot(rclpy_context):
+    fake = TrackingRobot(rclpy_context)
+    yield fake
+    fake.close()
+
+
+def _velocity_bound():
+    return LIMITS.v_max * (1 + 1e-6) + 1e-6
+
+
+def test_chunks_become_smooth_trajectories_and_estop_latches(processes, robot, tmp_path):
+    executor = start_executor(processes, tmp_path)
+    robot.wait_state("disabled")
+    robot.wait(0.3)
+    assert not robot.commands, "a disabled executor must send nothing"
+
+    reply = robot.enable()
+    assert reply.success and "running" in reply.message, reply.message
+    robot.wait_state("running")
+    assert robot.spin(lambda: len(robot.requests) > 0, 5), "an empty queue must request a chunk"
+
+    # a chunk moving joint 1 by +0.1 rad over 0.4 s, closing the gripper halfway
+    target = READY + np.array([0.1, 0, 0, 0, 0, 0, 0])
+    rows = np.linspace(READY, target, 9)[1:]
+    robot.send_chunk(rows, gripper=[0.0] * 4 + [1.0] * 4)
+    # the arm follows and comes to rest at the end of the chunk
+    assert robot.spin(lambda: np.max(np.abs(robot.q - target)) < 1e-4 and robot.last_status().holding, 10), \
+        (robot.q, robot.last_status())
+
+    for msg in robot.commands:
+        assert msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0  # start now
+        assert list(msg.joint_names) == NAMES
+        assert 1 <= len(msg.points) <= 3
+        times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+        assert all(t > 0 for t in times) and times == sorted(times)
+        for p in msg.points:
+            q, v = np.array(p.positions), np.array(p.velocities)
+            assert np.all(np.isfinite(q)) and np.all(np.abs(v) <= _velocity_bound())
+            assert np.all(q >= LIMITS.soft_q_min - 1e-9) and np.all(q <= LIMITS.soft_q_max + 1e-9)
+    # consecutive first points never step more than the per-step cap
+    firsts = np.array([m.points[0].positions for m in robot.commands])
+    assert np.max(np.abs(np.diff(firsts, axis=0))) <= LIMITS.max_step_rad + 1e-9
+    assert robot.gripper and robot.gripper[-1] == 1.0  # one goal on the change to closed
+
+    # estop: latched, holds, refuses chunks and resume until reset
+    reply = robot.trigger("estop")
+    assert reply.success
+    robot.wait_state("estop")
+    q_estop = robot.q.copy()
+    robot.send_chunk(np.linspace(target, READY, 9)[1:])
+    robot.wait(0.5)
+    status = robot.last_status()
+    assert status.state == "estop" and status.holding and status.estop_reason == "estop service"
+    assert np.max(np.abs(robot.q - q_estop)) < 1e-5, "estop must hold, not follow new chunks"
+    assert not robot.trigger("resume").success
+    assert not robot.trigger("start").success
+    reply = robot.trigger("reset")
+    assert reply.success, reply.message
+    robot.wait_state("idle")
+    assert executor.alive()
+
+
+def test_bad_chunks_rejected_and_joint_state_timeout_holds(processes, robot, tmp_path):
+    start_executor(processes, tmp_path)
+    assert robot.enable().success
+    robot.wait_state("running")
+
+    accepted_before = robot.last_status().chunks_accepted
+    rejected_before = robot.last_status().chunks_rejected
+    robot.send_chunk(np.full((8, 7), np.nan))  # NaN rows
+    robot.send_chunk(np.tile(READY, (8, 1))[:, :6], names=NAMES[:6])  # wrong width
+    old = robot.node.get_clock().now() - rclpy.duration.Duration(seconds=5.0)
+    robot.send_chunk(np.tile(READY, (8, 1)), stamp=old)  # stale
+    assert robot.spin(lambda: robot.last_status().chunks_rejected >= rejected_before + 3, 10), robot.last_status()
+    assert robot.last_status().chunks_accepted == accepted_before
+    assert np.max(np.abs(robot.q - READY)) < 1e-6, "rejected chunks must not move the arm"
+
+    # a far jump is held, not followed
+    robot.send_chunk(np.tile(READY + 1.0, (8, 1)))
+    robot.wait(1.0)
+    assert np.max(np.abs(robot.q - READY)) < LIMITS.max_jump_rad
+
+    # joint states stop: the executor holds (no motion, holding flag with a reason)
+    robot.publishing = False
+    assert robot.spin(lambda: robot.last_status().holding and "joint" in robot.last_status().hold_reason, 5), \
+        robot.last_status()
+    q_before = robot.q.copy()
+    robot.send_chunk(np.linspace(READY, READY + 0.05, 9)[1:])
+    robot.wait(0.5)
+    assert np.max(np.abs(robot.q - q_before)) < 0.02
+
+
+def test_dry_run_actuates_nothing(processes, robot, tmp_path):
+    start_executor(processes, tmp_path, dry_run=True)
+    assert robot.enable().success
+    robot.wait_state("running")
+    robot.send_chunk(np.linspace(READY, READY + np.array([0.05, 0, 0, 0, 0, 0, 0]), 9)[1:], gripper=[1.0] * 8)
+    assert robot.spin(lambda: len(robot.dry_run) > 20, 10)
+    assert robot.spin(lambda: any(abs(m.points[0].positions[0] - READY[0]) > 0.01 for m in robot.dry_run), 10)
+    assert not robot.commands and not robot.gripper, "dry run must not send to the controller"
+    assert robot.last_status().dry_run
+
+
+def test_killed_policy_node_leads_to_hold(processes, robot, tmp_path):
+    pytest.importorskip("torch")
+    start_executor(processes, tmp_path)
+    from test_policy_node import write_params as policy_params  # same directory
+
+    params = policy_params(tmp_path / "policy.yaml", camera_topics=["/cam/a", "/cam/b"], trigger="request",
+                           instruction="pick up the red cube", max_age=1.0,
+                           action_scale=[0.002] * 6)  # random weights: at most 2 mm per step
+    policy = processes.start("policy_node", [sys.executable, "-m", "vla_adapter_ros.nodes.policy_node",
+                                             "--ros-args", "--params-file", str(params)])
+    # cameras for the policy
+    from sensor_msgs.msg import Image
+
+    from vla_adapter_ros.observation import encode_rgb
+
+    cams = [robot.node.create_publisher(Image, t, 10) for t in ("/cam/a", "/cam/b")]
+    frame = encode_rgb(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+    def publish_cams():
+        stamp = robot.node.get_clock().now().to_msg()
+        for pub in cams:
+            h, w, step, data = frame
+            msg = Image(height=h, width=w, step=step, encoding="rgb8", data=data)
+            msg.header.stamp = stamp
+            pub.publish(msg)
+
+    robot.node.create_timer(0.05, publish_cams)
+    policy.wait_for_output("ready:", timeout=120)  # blocks: the fake robot publishes nothing meanwhile
+    robot.wait(0.5)  # fresh joint states again
+    assert robot.enable().success
+    assert robot.spin(lambda: robot.last_status() is not None and robot.last_status().chunks_accepted >= 3, 60), \
+        robot.describe() + "\n" + policy.output()[-3000:]
+
+    policy.stop(timeout=0.1)  # SIGINT with almost no grace, then SIGTERM/SIGKILL: the policy is gone
+    assert not policy.alive()
+    # the queue runs dry (<= one chunk, 0.4 s) and the executor holds: velocity 0, arm still
+    assert robot.spin(lambda: robot.last_status().queue_depth == 0 and robot.last_status().holding, 5), \
+        robot.describe()
+    robot.wait(0.5)
+    last = robot.commands[-1].points[0]
+    assert max(abs(v) for v in last.velocities) < 1e-3  # settling onto the end of the last chunk
+    q_hold = robot.q.copy()
+    robot.wait(0.5)
+    assert np.max(np.abs(robot.q - q_hold)) < 1e-4
+    assert robot.last_status().state == "running"  # still enabled: it resumes when chunks return
+    assert math.isfinite(robot.last_status().chunk_latency_ms)

@@ -1,0 +1,304 @@
+"""Executor node: action chunks in, safe smooth controller commands out at control rate.
+
+A thin rclpy adapter over `control.ExecutorCore` (scheduler + safety filter + gripper hysteresis +
+state machine). Outputs (parameter `output`):
+  jtc      trajectory_msgs/JointTrajectory for a ros2_control JointTrajectoryController: a short
+           trajectory (1-3 points with positions, velocities, accelerations, time_from_start),
+           header stamp 0 = start now;
+  forward  std_msgs/Float64MultiArray positions for a forward position controller;
+  sim      sensor_msgs/JointState commands (Isaac Sim style /joint_command).
+Dry-run publishes the same commands on ~/dry_run/joint_trajectory and sends nothing to the robot.
+The real-robot configuration starts disabled: nothing moves before ~/enable.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64, Float64MultiArray, Header
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from vla_adapter_ros.control import Chunk, ExecutorCore, load_robot_limits, reorder_joint_state, stamp_to_seconds
+from vla_adapter_ros.msg import ActionChunk, ExecutorStatus
+from vla_adapter_ros.nodes.common import declare, fatal, now_seconds
+
+OUTPUTS = ("jtc", "forward", "sim")
+GRIPPER_OUTPUTS = ("none", "topic", "franka")
+
+DEFAULTS = {
+    "robot": "fr3",  # bundled limits (config/robots/<robot>.yaml) or a path to a limits file
+    "control_rate_hz": 0.0,  # 0 = the robot file's control_dt
+    "output": "jtc",
+    "jtc_topic": "/fr3_arm_controller/joint_trajectory",
+    "forward_topic": "/forward_position_controller/commands",
+    "sim_topic": "/joint_command",
+    "trajectory_points": 2,
+    "joint_state_topic": "/joint_states",
+    "chunk_topic": "/vla/action_chunk",
+    "request_topic": "/vla/request_chunk",
+    "request_period": 0.1,  # s, minimum time between chunk requests while the queue is low
+    "status_topic": "/vla/executor/status",
+    "status_rate_hz": 10.0,
+    "blend_mode": "crossfade",  # replace | crossfade | ensemble
+    "crossfade_steps": 4,
+    "ensemble_decay": 0.01,
+    "refill_threshold_s": 0.3,
+    "require_start_pose": True,
+    "dry_run": False,
+    "auto_enable": False,  # real robots: False (call ~/enable); simulation may enable at start
+    "gripper_output": "none",  # none | topic (std_msgs/Float64 0 open..1 closed) | franka (Move/Grasp)
+    "gripper_topic": "/gripper/command",
+    "gripper_action_ns": "/fr3_gripper",
+    "gripper_open_width": 0.08,
+    "gripper_speed": 0.1,
+    "grasp_force": 20.0,
+    "grasp_epsilon": 0.08,
+    "gripper_open_threshold": 0.3,
+    "gripper_close_threshold": 0.7,
+}
+
+
+class ExecutorNode(Node):
+    def __init__(self):
+        super().__init__("executor_node")
+        self.p = declare(self, DEFAULTS)
+        p = self.p
+        if p["output"] not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {p['output']!r}")
+        if p["gripper_output"] not in GRIPPER_OUTPUTS:
+            raise ValueError(f"gripper_output must be one of {GRIPPER_OUTPUTS}, got {p['gripper_output']!r}")
+        self.limits = load_robot_limits(p["robot"])
+        dt = 1.0 / float(p["control_rate_hz"]) if p["control_rate_hz"] > 0 else None
+        self.core = ExecutorCore(
+            self.limits, dt=dt, blend_mode=p["blend_mode"], crossfade_steps=int(p["crossfade_steps"]),
+            ensemble_decay=float(p["ensemble_decay"]), refill_threshold_s=float(p["refill_threshold_s"]),
+            require_start_pose=bool(p["require_start_pose"]), dry_run=bool(p["dry_run"]),
+            gripper_open_threshold=float(p["gripper_open_threshold"]),
+            gripper_close_threshold=float(p["gripper_close_threshold"]),
+            trajectory_points=int(p["trajectory_points"]),
+        )
+        self.tick_ms = float("nan")
+        self._last_request = -math.inf
+        self._joint_cache: dict[str, float] = {}
+        self._joint_stamp = -math.inf
+
+        control = MutuallyExclusiveCallbackGroup()  # one group: callbacks never race the tick
+        self.create_subscription(JointState, p["joint_state_topic"], self._on_joint_state,
+                                 qos_profile_sensor_data, callback_group=control)
+        self.create_subscription(ActionChunk, p["chunk_topic"], self._on_chunk, 10, callback_group=control)
+        self.request_pub = self.create_publisher(Header, p["request_topic"], 10)
+        self.status_pub = self.create_publisher(ExecutorStatus, p["status_topic"], 10)
+        self.dry_run_pub = self.create_publisher(JointTrajectory, "~/dry_run/joint_trajectory", 10)
+        if p["output"] == "jtc":
+            self.command_pub = self.create_publisher(JointTrajectory, p["jtc_topic"], 10)
+        elif p["output"] == "forward":
+            self.command_pub = self.create_publisher(Float64MultiArray, p["forward_topic"], 10)
+        else:
+            self.command_pub = self.create_publisher(JointState, p["sim_topic"], 10)
+        self._setup_gripper()
+
+        self.create_service(SetBool, "~/enable", self._on_enable, callback_group=control)
+        for name, method in [("pause", self.core.pause), ("resume", self.core.resume),
+                             ("go_home", self.core.go_home), ("stop", self.core.stop)]:
+            self.create_service(Trigger, f"~/{name}", self._trigger_service(method), callback_group=control)
+        self.create_service(Trigger, "~/start", self._trigger_service(lambda: self.core.start(self._now())),
+                            callback_group=control)
+        self.create_service(Trigger, "~/reset", self._trigger_service(lambda: self.core.reset(self._now())),
+                            callback_group=control)
+        self.create_service(Trigger, "~/estop", self._trigger_service(lambda: self.core.estop("estop service")),
+                            callback_group=control)
+        self.create_timer(self.core.dt, self._tick, callback_group=control)
+        self.create_timer(1.0 / float(p["status_rate_hz"]), self._publish_status, callback_group=control)
+        self._auto_enable_pending = bool(p["auto_enable"])
+        mode = "DRY RUN (nothing is sent)" if p["dry_run"] else f"output {p['output']}"
+        self.get_logger().info(
+            f"ready: robot {self.limits.name}, {1.0 / self.core.dt:.0f} Hz, {mode}, "
+            f"{'auto-enable' if p['auto_enable'] else 'disabled until ~/enable'}"
+        )
+
+    # ------------------------------------------------------------------ gripper
+    def _setup_gripper(self) -> None:
+        p = self.p
+        self.gripper_pub = None
+        self.gripper_clients = None
+        if p["gripper_output"] == "topic":
+            self.gripper_pub = self.create_publisher(Float64, p["gripper_topic"], 10)
+        elif p["gripper_output"] == "franka":
+            try:
+                from franka_msgs.action import Grasp, Move
+            except ImportError as exc:
+                raise RuntimeError("gripper_output 'franka' needs franka_msgs (install franka_ros2)") from exc
+            from rclpy.action import ActionClient
+
+            ns = p["gripper_action_ns"].rstrip("/")
+            self.gripper_clients = (Move, Grasp, ActionClient(self, Move, f"{ns}/move"),
+                                    ActionClient(self, Grasp, f"{ns}/grasp"))
+
+    def _send_gripper(self, event) -> None:
+        if self.core.dry_run:
+            return
+        if self.gripper_pub is not None:
+            self.gripper_pub.publish(Float64(data=1.0 if event.closed else 0.0))
+        elif self.gripper_clients is not None:
+            move_t, grasp_t, move, grasp = self.gripper_clients
+            p = self.p
+            if event.closed:
+                goal = grasp_t.Goal(width=0.0, speed=float(p["gripper_speed"]), force=float(p["grasp_force"]))
+                goal.epsilon.inner = goal.epsilon.outer = float(p["grasp_epsilon"])
+                grasp.send_goal_async(goal)
+            else:
+                move.send_goal_async(move_t.Goal(width=float(p["gripper_open_width"]), speed=float(p["gripper_speed"])))
+        self.get_logger().info(f"gripper -> {event.state}")
+
+    # ------------------------------------------------------------------ inputs
+    def _now(self) -> float:
+        return now_seconds(self)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        # Joint states may arrive split (arm and gripper separately): merge by name.
+        if len(msg.position) != len(msg.name):
+            self.core.on_joint_state([float("nan")], stamp_to_seconds(msg.header.stamp.sec, msg.header.stamp.nanosec))
+            return
+        self._joint_cache.update(zip(msg.name, msg.position))
+        if not any(n in self.limits.joint_names for n in msg.name):
+            return
+        q = reorder_joint_state(list(self._joint_cache), list(self._joint_cache.values()), self.limits.joint_names)
+        stamp = stamp_to_seconds(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if q is None:
+            return
+        self.core.on_joint_state(q, stamp)
+        if self._auto_enable_pending:
+            self._auto_enable_pending = False
+            ok, message = self.core.enable(self._now())
+            self.get_logger().info(f"auto-enable: {message}")
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        now = self._now()
+        try:
+            chunk = Chunk.from_flat(stamp_to_seconds(msg.header.stamp.sec, msg.header.stamp.nanosec), msg.dt,
+                                    msg.action_space, list(msg.names), msg.horizon, msg.action_dim,
+                                    msg.actions, list(msg.gripper), msg.sequence)
+        except ValueError as exc:
+            self.core.chunks_rejected += 1
+            self.get_logger().warning(f"chunk {msg.sequence} rejected: {exc}")
+            return
+        result = self.core.on_chunk(chunk, now)
+        if not result.accepted:
+            self.get_logger().warning(f"chunk {msg.sequence} rejected: {result.reason}",
+                                      throttle_duration_sec=2.0)
+
+    # ------------------------------------------------------------------ services
+    def _on_enable(self, request, response):
+        response.success, response.message = (self.core.enable(self._now()) if request.data
+                                              else self.core.disable())
+        self.get_logger().info(f"{'enable' if request.data else 'disable'}: {response.message}")
+        return response
+
+    def _trigger_service(self, method):
+        def handler(_request, response):
+            response.success, response.message = method()
+            self.get_logger().info(f"service: {response.message}")
+            return response
+
+        return handler
+
+    # ------------------------------------------------------------------ control tick
+    def _tick(self) -> None:
+        start = time.perf_counter()
+        now = self._now()
+        command = self.core.tick(now)
+        if command is not None:
+            self._publish_command(command)
+            if command.gripper_event is not None:
+                self._send_gripper(command.gripper_event)
+        if self.core.needs_chunk(now) and now - self._last_request >= float(self.p["request_period"]):
+            self._last_request = now
+            header = Header(frame_id="queue_low")
+            header.stamp = self.get_clock().now().to_msg()
+            self.request_pub.publish(header)
+        self.tick_ms = (time.perf_counter() - start) * 1e3
+
+    def _trajectory(self, command) -> JointTrajectory:
+        traj = JointTrajectory()  # header stamp 0: the controller starts it now
+        traj.joint_names = list(command.joint_names)
+        for point in command.points:
+            out = JointTrajectoryPoint(positions=point.positions.tolist(), velocities=point.velocities.tolist(),
+                                       accelerations=point.accelerations.tolist())
+            out.time_from_start.sec = int(point.time_from_start)
+            out.time_from_start.nanosec = int(round((point.time_from_start % 1.0) * 1e9))
+            traj.points.append(out)
+        return traj
+
+    def _publish_command(self, command) -> None:
+        if command.dry_run:
+            self.dry_run_pub.publish(self._trajectory(command))
+            return
+        output = self.p["output"]
+        if output == "jtc":
+            self.command_pub.publish(self._trajectory(command))
+        elif output == "forward":
+            self.command_pub.publish(Float64MultiArray(data=command.positions.tolist()))
+        else:
+            msg = JointState(name=list(command.joint_names), position=command.positions.tolist(),
+                             velocity=command.velocities.tolist())
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self.command_pub.publish(msg)
+
+    # ------------------------------------------------------------------ status
+    def _publish_status(self) -> None:
+        s = self.core.status(self._now())
+        msg = ExecutorStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.state, msg.dry_run, msg.holding = s.state, s.dry_run, s.holding
+        msg.hold_reason = s.hold_reason or ""
+        msg.estop_reason = s.estop_reason or ""
+        msg.message = s.message or ""
+        msg.queue_depth = int(s.queue_depth)
+        msg.queue_remaining_s = float(s.queue_remaining_s)
+        msg.needs_chunk = bool(s.needs_chunk)
+        msg.chunks_accepted, msg.chunks_rejected = int(s.chunks_accepted), int(self.core.chunks_rejected)
+        msg.last_chunk_reject_reason = s.last_chunk_reject_reason or ""
+        latency = s.last_chunk_latency
+        msg.chunk_latency_ms = float("nan") if latency is None or not math.isfinite(latency) else latency * 1e3
+        msg.clip_names = list(s.clip_counts)
+        msg.clip_counts = [int(v) for v in s.clip_counts.values()]
+        msg.last_safety_event = s.last_safety_event or ""
+        msg.at_start_pose = -1 if s.at_start_pose is None else int(s.at_start_pose)
+        msg.joint_state_age_ms = float("nan") if s.joint_state_age is None else s.joint_state_age * 1e3
+        msg.gripper_state = s.gripper_state or "unknown"
+        msg.tick_ms = self.tick_ms
+        self.status_pub.publish(msg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        node = ExecutorNode()
+    except Exception as exc:  # bad parameters or limits: one clear line, non-zero exit
+        code = fatal(None, f"executor_node: cannot start: {type(exc).__name__}: {exc}")
+        rclpy.try_shutdown()
+        return code
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
