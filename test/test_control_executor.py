@@ -335,3 +335,21 @@ def test_empty_chunk_means_stop():
     assert robot.commands[-1].holding and np.all(robot.commands[-1].velocities == 0.0)
     assert core.state == ExecutorState.RUNNING  # a new chunk resumes motion
     assert_limits(positions(robot))
+
+
+def test_queue_exhaustion_comes_to_rest_at_the_last_target():
+    """The end of the last chunk is where the arm stops (not wherever the reference was braking)."""
+    core, robot = core_at()
+    core.enable(0.0)
+    chunk = moving_chunk(0.0, READY, n=8, step=0.0125)  # ~0.25 rad/s on every joint, then queue dry
+    core.on_chunk(chunk, 0.0)
+    robot.tick(500)
+    last_target = chunk.actions[-1]
+    final = robot.commands[-1]
+    np.testing.assert_allclose(final.positions, last_target, atol=1e-4)
+    assert final.holding and np.all(final.velocities == 0.0)
+    # overshoot is bounded by the braking distance from the chunk's speed under the acc/jerk limits
+    travel = np.array([c.positions for c in robot.commands]) - READY
+    speed = 0.0125 / chunk.dt
+    brake = speed**2 / (2 * core.limits.a_max) + speed * core.limits.a_max / core.limits.j_max
+    assert np.all(travel.max(axis=0) <= (last_target - READY) + brake + 1e-6)

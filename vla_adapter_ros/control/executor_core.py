@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import functools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -202,6 +202,19 @@ class ExecutorCore:
         self.chunks_rejected = 0
         self.last_chunk: Optional[AddResult] = None
         self.last_output: Optional[FilterOutput] = None
+        # Last target taken from the queue: when the queue runs dry the arm comes to rest there
+        # (the end of the last chunk) instead of braking wherever the lagging reference happens
+        # to be, which would overshoot the commanded motion.
+        self._last_target: Optional[np.ndarray] = None
+
+    def _settled_at(self, target: np.ndarray) -> bool:
+        q, v = self.filter.q, self.filter.v
+        return bool(np.max(np.abs(target - q)) < 1e-5 and np.max(np.abs(v)) < 1e-4)
+
+    def _clear_queue(self) -> None:
+        """Drop all queued actions; the next hold brakes at the current reference."""
+        self.scheduler.clear()
+        self._last_target = None
 
     # ---- inputs --------------------------------------------------------------------------
     @_locked
@@ -234,7 +247,7 @@ class ExecutorCore:
         of its stamp: the queue is dropped and the arm holds (the state does not change).
         """
         if chunk.is_stop:
-            self.scheduler.clear()
+            self._clear_queue()
             result = AddResult(True, "stop chunk: queue cleared, holding", float("nan"),
                                sequence=int(getattr(chunk, "sequence", 0) or 0))
             self.last_chunk = result
@@ -297,7 +310,7 @@ class ExecutorCore:
             self.filter.reset(self.measured_q)
         self._active = True
         self.filter.set_measured(self.measured_q, self.measured_stamp)
-        self.scheduler.clear()
+        self._clear_queue()
         self.scheduler.reset_ordering()
         gate = self._start_gate()
         if gate is not None:
@@ -316,7 +329,7 @@ class ExecutorCore:
         gate = self._start_gate()
         if gate is not None:
             return self._refuse(gate)
-        self.scheduler.clear()
+        self._clear_queue()
         self.state = ExecutorState.RUNNING
         return self._ok("running")
 
@@ -325,7 +338,7 @@ class ExecutorCore:
         """RUNNING -> PAUSED: drop the queue and stop smoothly."""
         if self.state != ExecutorState.RUNNING:
             return self._refuse(f"pause needs state running, state is {self.state.value}")
-        self.scheduler.clear()
+        self._clear_queue()
         self.state = ExecutorState.PAUSED
         return self._ok("paused")
 
@@ -334,7 +347,7 @@ class ExecutorCore:
         """PAUSED -> RUNNING (new chunks are accepted again)."""
         if self.state != ExecutorState.PAUSED:
             return self._refuse(f"resume needs state paused, state is {self.state.value}")
-        self.scheduler.clear()
+        self._clear_queue()
         self.state = ExecutorState.RUNNING
         return self._ok("running")
 
@@ -343,7 +356,7 @@ class ExecutorCore:
         """RUNNING/PAUSED/HOMING -> IDLE: drop the queue and stop smoothly."""
         if self.state not in (ExecutorState.RUNNING, ExecutorState.PAUSED, ExecutorState.HOMING, ExecutorState.IDLE):
             return self._refuse(f"stop is not possible in state {self.state.value}")
-        self.scheduler.clear()
+        self._clear_queue()
         self.state = ExecutorState.IDLE
         return self._ok("stopped (holding)")
 
@@ -352,7 +365,7 @@ class ExecutorCore:
         """Move to the start pose through the safety filter (then IDLE)."""
         if self.state not in (ExecutorState.IDLE, ExecutorState.RUNNING, ExecutorState.PAUSED):
             return self._refuse(f"go_home is not possible in state {self.state.value}")
-        self.scheduler.clear()
+        self._clear_queue()
         self.state = ExecutorState.HOMING
         return self._ok("homing")
 
@@ -363,7 +376,7 @@ class ExecutorCore:
             return self._refuse("estop is latched: reset first")
         if self.state == ExecutorState.DISABLED:
             return self._ok("already disabled")
-        self.scheduler.clear()
+        self._clear_queue()
         if self.filter.is_stopped:
             self.state = ExecutorState.DISABLED
             self._active = False
@@ -374,7 +387,7 @@ class ExecutorCore:
     @_locked
     def estop(self, reason: str = "estop requested") -> tuple[bool, str]:
         """Latch ESTOP from any state: queue dropped, smooth stop, only reset() leaves it."""
-        self.scheduler.clear()
+        self._clear_queue()
         self.estop_reason = reason
         if not self._active:
             self.state = ExecutorState.ESTOP
@@ -401,7 +414,7 @@ class ExecutorCore:
             self.filter.reset(self.measured_q)
         self.filter.set_measured(self.measured_q, self.measured_stamp)
         self.estop_reason = None
-        self.scheduler.clear()
+        self._clear_queue()
         self.scheduler.reset_ordering()
         self.state = ExecutorState.IDLE
         return self._ok("estop reset: idle")
@@ -418,9 +431,17 @@ class ExecutorCore:
         gripper_value = None
         if state == ExecutorState.RUNNING:
             sample = self.scheduler.sample(now)
-            out = self.filter.step(None if sample is None else sample.positions, now)
+            if sample is not None:
+                self._last_target = sample.positions
+            elif self._last_target is not None and self._settled_at(self._last_target):
+                self._last_target = None  # arrived: from here on an exact hold
+            out = self.filter.step(self._last_target, now)
+            if sample is None:
+                out = replace(out, holding=True)  # queue empty: finishing the last motion, then holding
             if sample is not None and out.hold_reason is None:
                 gripper_value = sample.gripper
+            elif out.hold_reason is not None:
+                self._last_target = None  # a rejected target is never resumed
         elif state == ExecutorState.HOMING:
             # Waypoint toward home at most half the jump threshold ahead of the reference, so
             # the jump-from-measured and workspace checks stay active on the way.
