@@ -26,6 +26,16 @@ def test_libero_spec_splits_arm_and_gripper_closure():
     assert spec.arm_names[0] == "eef_dx" and spec.proprio_dim == 8
 
 
+def test_action_scale_converts_to_si():
+    spec = IOSpec(action_scale=[0.05, 0.05, 0.05, 0.5, 0.5, 0.5])
+    arm, _ = spec.split(np.array([[1.0, -1.0, 0.5, 1.0, 0.0, -0.2, 0.0]]))
+    np.testing.assert_allclose(arm, [[0.05, -0.05, 0.025, 0.5, 0.0, -0.1]])
+    with pytest.raises(IOSpecError, match="action_scale needs 6 positive"):
+        IOSpec(action_scale=[1.0, 1.0])
+    with pytest.raises(IOSpecError, match="action_scale needs 6 positive"):
+        IOSpec(action_scale=[1.0] * 5 + [0.0])
+
+
 def test_joint_spec_without_gripper():
     spec = IOSpec(action_space="joint_position", action_dim=7, gripper_index=None, proprio_layout="joints")
     arm, closure = spec.split(np.ones((8, 7)))

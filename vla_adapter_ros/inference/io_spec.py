@@ -37,6 +37,9 @@ class IOSpec:
     gripper_closed_value: float = 0.0
     proprio_layout: str = "eef_axisangle_fingers"
     arm_names: list[str] = field(default_factory=list)  # names of the arm columns (filled if empty)
+    # Multiplies each arm column to get SI units (empty = 1). LIBERO's EEF deltas are controller
+    # units: 1.0 = 0.05 m and 0.5 rad per step, i.e. [0.05, 0.05, 0.05, 0.5, 0.5, 0.5].
+    action_scale: list[float] = field(default_factory=list)
 
     def __post_init__(self):
         if self.action_space not in ACTION_SPACES:
@@ -63,6 +66,11 @@ class IOSpec:
                 self.arm_names = [f"joint{i + 1}" for i in range(arm_dim)]
         if len(self.arm_names) != arm_dim:
             raise IOSpecError(f"{len(self.arm_names)} arm_names for {arm_dim} arm columns")
+        if not self.action_scale:
+            self.action_scale = [1.0] * arm_dim
+        scale = np.asarray(self.action_scale, dtype=np.float64)
+        if scale.shape != (arm_dim,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise IOSpecError(f"action_scale needs {arm_dim} positive numbers, got {self.action_scale}")
 
     @property
     def arm_dim(self) -> int:
@@ -73,16 +81,18 @@ class IOSpec:
         return PROPRIO_LAYOUTS[self.proprio_layout][0]
 
     def split(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(chunk x action_dim) model actions -> (chunk x arm_dim arm actions, gripper closure 0..1).
+        """(chunk x action_dim) model actions -> (chunk x arm_dim arm actions in SI units, gripper
+        closure 0..1).
 
         Closure is 0 for the open value, 1 for the closed value, linear and clipped in between.
         """
         actions = np.asarray(actions, dtype=np.float64)
         if actions.ndim != 2 or actions.shape[1] != self.action_dim:
             raise IOSpecError(f"expected chunk x {self.action_dim} actions, got shape {actions.shape}")
+        scale = np.asarray(self.action_scale, dtype=np.float64)
         if self.gripper_index is None:
-            return actions, None
-        arm = np.delete(actions, self.gripper_index, axis=1)
+            return actions * scale, None
+        arm = np.delete(actions, self.gripper_index, axis=1) * scale
         raw = actions[:, self.gripper_index]
         closure = (raw - self.gripper_open_value) / (self.gripper_closed_value - self.gripper_open_value)
         return arm, np.clip(closure, 0.0, 1.0)

@@ -93,6 +93,7 @@ DEFAULTS = {
     "gripper_closed_value": 0.0,
     "proprio_layout": "eef_axisangle_fingers",
     "arm_names": [""],  # names of the arm action columns; [""] = defaults for the action space
+    "action_scale": [0.0],  # per arm column factor to SI units; [0.0] = 1 for every column
 }
 
 
@@ -145,6 +146,7 @@ class PolicyNode(Node):
             gripper_open_value=float(p["gripper_open_value"]),
             gripper_closed_value=float(p["gripper_closed_value"]),
             proprio_layout=p["proprio_layout"], arm_names=arm_names,
+            action_scale=[float(x) for x in p["action_scale"] if x],
         )
         if self.io.proprio_dim != self.engine.proprio_dim:
             raise IOSpecError(
