@@ -353,3 +353,16 @@ def test_queue_exhaustion_comes_to_rest_at_the_last_target():
     speed = 0.0125 / chunk.dt
     brake = speed**2 / (2 * core.limits.a_max) + speed * core.limits.a_max / core.limits.j_max
     assert np.all(travel.max(axis=0) <= (last_target - READY) + brake + 1e-6)
+
+
+def test_queue_exhaustion_brakes_at_once_when_far_behind_the_commands():
+    """A dead policy must not leave the arm chasing a target far ahead of the reference."""
+    core, robot = core_at(finish_distance=0.05)
+    core.enable(0.0)
+    chunk = moving_chunk(0.0, READY, n=4, dt=0.05, step=0.05)  # 1 rad/s asked, ~0.5 rad/s allowed
+    core.on_chunk(chunk, 0.0)
+    robot.tick(400)
+    final = robot.commands[-1]
+    assert final.holding and np.all(final.velocities == 0.0)
+    gap = np.abs(chunk.actions[-1] - final.positions)
+    assert np.all(gap > 0.02), "it braked instead of chasing the far target"

@@ -35,7 +35,8 @@ JTC = "/fr3_arm_controller/joint_trajectory"
 
 
 def write_params(path, node="executor_node", **overrides):
-    params = {"auto_enable": False, "status_rate_hz": 20.0, "gripper_output": "topic"}
+    # 100 Hz: the test process (a Python fake robot) must keep up with the command stream
+    params = {"auto_enable": False, "status_rate_hz": 20.0, "gripper_output": "topic", "control_rate_hz": 100.0}
     params.update(overrides)
     lines = [f"{node}:", "  ros__parameters:"] + [f"    {k}: {v!r}".replace("'", '"') for k, v in params.items()]
     path.write_text("\n".join(lines).replace("True", "true").replace("False", "false") + "\n")
@@ -85,7 +86,7 @@ class TrackingRobot:
         self.node.create_subscription(ExecutorStatus, "/vla/executor/status", self.status.append, 10)
         self.node.create_subscription(Header, "/vla/request_chunk", self.requests.append, 10)
         self.node.create_subscription(Float64, "/gripper/command", lambda m: self.gripper.append(m.data), 10)
-        self.node.create_timer(0.005, self._publish_state)
+        self.node.create_timer(0.01, self._publish_state)
 
     def _on_command(self, msg):
         self.commands.append(msg)
@@ -176,7 +177,7 @@ def test_chunks_become_smooth_trajectories_and_estop_latches(processes, robot, t
     robot.send_chunk(rows, gripper=[0.0] * 4 + [1.0] * 4)
     # the arm follows and comes to rest at the end of the chunk
     assert robot.spin(lambda: np.max(np.abs(robot.q - target)) < 1e-4 and robot.last_status().holding, 10), \
-        (robot.q, robot.last_status())
+        (robot.q, robot.describe())
 
     for msg in robot.commands:
         assert msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0  # start now

@@ -148,6 +148,8 @@ class ExecutorCore:
     max_tracking_error: |reference - measured| (rad) that latches ESTOP while moving; None =
         limits.max_jump_rad; 0 disables the check.
     trajectory_points: 1..3 points per Command.
+    finish_distance: when the queue runs dry, the arm comes to rest at the last queued target if
+        the reference is within this distance (rad, every joint) of it, else it brakes at once.
 
     Public methods are serialised by an internal re-entrant lock, so ROS callbacks may run in
     different threads (an EEF_DELTA chunk's IK, ~3 ms for 8 rows, then delays one tick).
@@ -168,6 +170,7 @@ class ExecutorCore:
         home_tolerance: float = 1e-3,
         max_tracking_error: Optional[float] = None,
         trajectory_points: int = 1,
+        finish_distance: float = 0.05,
     ):
         if not 1 <= int(trajectory_points) <= 3:
             raise ValueError(f"trajectory_points: must be 1..3, got {trajectory_points}")
@@ -190,6 +193,9 @@ class ExecutorCore:
         self.home_tolerance = float(home_tolerance)
         self.max_tracking_error = float(limits.max_jump_rad if max_tracking_error is None else max_tracking_error)
         self.trajectory_points = int(trajectory_points)
+        if not finish_distance >= 0:
+            raise ValueError(f"finish_distance: must be >= 0 rad, got {finish_distance}")
+        self.finish_distance = float(finish_distance)
 
         self._lock = threading.RLock()
         self.state = ExecutorState.DISABLED
@@ -433,8 +439,12 @@ class ExecutorCore:
             sample = self.scheduler.sample(now)
             if sample is not None:
                 self._last_target = sample.positions
-            elif self._last_target is not None and self._settled_at(self._last_target):
-                self._last_target = None  # arrived: from here on an exact hold
+            elif self._last_target is not None and (
+                    self._settled_at(self._last_target)
+                    or np.max(np.abs(self._last_target - self.filter.q)) > self.finish_distance):
+                # Arrived (from here on an exact hold), or the reference lags too far behind the
+                # commands to finish them after the policy fell silent: brake where it is.
+                self._last_target = None
             out = self.filter.step(self._last_target, now)
             if sample is None:
                 out = replace(out, holding=True)  # queue empty: finishing the last motion, then holding

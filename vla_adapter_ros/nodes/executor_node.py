@@ -52,6 +52,7 @@ DEFAULTS = {
     "crossfade_steps": 4,
     "ensemble_decay": 0.01,
     "refill_threshold_s": 0.3,
+    "finish_distance": 0.05,  # rad: queue dry -> finish the last target if this close, else brake
     "require_start_pose": True,
     "dry_run": False,
     "auto_enable": False,  # real robots: False (call ~/enable); simulation may enable at start
@@ -84,7 +85,7 @@ class ExecutorNode(Node):
             require_start_pose=bool(p["require_start_pose"]), dry_run=bool(p["dry_run"]),
             gripper_open_threshold=float(p["gripper_open_threshold"]),
             gripper_close_threshold=float(p["gripper_close_threshold"]),
-            trajectory_points=int(p["trajectory_points"]),
+            trajectory_points=int(p["trajectory_points"]), finish_distance=float(p["finish_distance"]),
         )
         self.tick_ms = float("nan")
         self._last_request = -math.inf
