@@ -17,8 +17,10 @@ MODEL = [
     "tiktoken>=0.7",
     "peft>=0.17",
 ]
-SIM = ["mujoco>=3.2"]
-DATA = ["rosbags>=0.10"]
+# The MuJoCo Franka scene reads the Panda model files shipped in robosuite's package data; robosuite
+# itself is installed without its dependencies (scripts/setup.sh), which would downgrade numpy.
+SIM = ["mujoco>=4.0", "pillow>=10", "matplotlib>=3.7"]
+DATA = ["rosbags>=0.10", "pyarrow>=14", "pillow>=10"]
 DEV = ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6", "colcon-common-extensions>=0.3"]
 
 setup(

@@ -50,6 +50,13 @@ step "installing vla_adapter_ros (editable) and its Python dependencies"
 # compat mode puts the checkout itself on sys.path, so edits to the sources need no reinstall.
 "${PIP[@]}" install -q --config-settings editable_mode=compat -e "$ROOT[all,dev]"
 
+# The simulation reads the Panda model files from robosuite's package data, and only those: install
+# it without its dependencies (they would downgrade numpy and pull numba).
+if ! "$VPY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("robosuite") is None)'; then
+  step "installing robosuite==1.5.2 (model files for the MuJoCo Franka scene, no dependencies)"
+  "${PIP[@]}" install -q --no-deps robosuite==1.5.2
+fi
+
 # The wheels' CMake exports carry the include paths of the machine they were built on; point them
 # at this interpreter and this numpy (idempotent).
 PYINC="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"

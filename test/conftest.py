@@ -10,6 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# MuJoCo picks its GL backend when it is first imported, whichever test does that: headless EGL.
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
 from ros_harness import ProcessGroup, ros_environment, unique_domain_id  # noqa: E402
 
 

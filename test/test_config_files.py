@@ -26,15 +26,17 @@ def _same_kind(a, b) -> bool:
     return type(a) is type(b)
 
 
-NODE_CONFIGS = [(path, node) for node in ("policy_node", "executor_node")
-                for path in sorted(CONFIG.glob(node.removesuffix("_node") + "*.yaml"))]
+NODES = ("policy_node", "executor_node", "sim_node")
+ROS_PARAMETERS = {"use_sim_time": False}  # declared by every rclpy node
+NODE_CONFIGS = [(path, node) for node in NODES
+                for path in sorted(CONFIG.glob(node.removesuffix("_node") + "*.yaml")) if not path.stem.endswith("_stack")]
 
 
 def _defaults(node: str) -> dict:
     pytest.importorskip("rclpy")
     import importlib
 
-    return importlib.import_module(f"vla_adapter_ros.nodes.{node}").DEFAULTS
+    return {**ROS_PARAMETERS, **importlib.import_module(f"vla_adapter_ros.nodes.{node}").DEFAULTS}
 
 
 @pytest.mark.parametrize("path, node", NODE_CONFIGS, ids=lambda x: getattr(x, "name", x))
@@ -47,7 +49,19 @@ def test_node_config_matches_node_parameters(path, node):
     assert not wrong, f"{path.name}: types differ from the node's declarations: {wrong}"
 
 
-@pytest.mark.parametrize("node", ["policy_node", "executor_node"])
+@pytest.mark.parametrize("node", NODES)
 def test_default_config_equals_node_defaults(node):
     path = CONFIG / (node.removesuffix("_node") + ".yaml")
-    assert _node_params(path, node) == _defaults(node)
+    defaults = {k: v for k, v in _defaults(node).items() if k not in ROS_PARAMETERS}
+    assert _node_params(path, node) == defaults
+
+
+def test_stack_files_load():
+    from vla_adapter_ros.supervisor import load_stack
+
+    for path in sorted(CONFIG.glob("*_stack.yaml")):
+        specs = load_stack(path)
+        assert {s.name for s in specs} <= set(NODES)
+        for spec in specs:
+            for params in spec.params:
+                assert spec.name in yaml.safe_load(params.read_text()), f"{params.name} lacks {spec.name}"

@@ -50,6 +50,13 @@ ROSDEP_KEYS = {
 }
 
 
+# Imported only by an optional feature (inside try/except ImportError, with a clear error when the
+# feature is configured without it): not a dependency of every install.
+OPTIONAL = {
+    "franka_msgs": "executor gripper_output 'franka' (part of franka_ros2 on Franka machines)",
+}
+
+
 def imported_top_level_modules(root: Path) -> dict[str, list[str]]:
     """Top-level module names imported anywhere under root (absolute imports only)."""
     found: dict[str, list[str]] = {}
@@ -78,7 +85,7 @@ def third_party_imports() -> dict[str, list[str]]:
     return {
         name: files
         for name, files in imported_top_level_modules(PACKAGE).items()
-        if name not in stdlib and name != "vla_adapter_ros" and not name.startswith("_")
+        if name not in stdlib and name != "vla_adapter_ros" and not name.startswith("_") and name not in OPTIONAL
     }
 
 

@@ -47,7 +47,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Subcommands implemented by `module.add_arguments(parser)` and `module.run(args)`; the module (and
+# what it imports, e.g. torch) is imported only when its subcommand runs.
+LAZY_COMMANDS = {
+    "demo": ("vla_adapter_ros.demo", "run the whole stack in the MuJoCo simulation: episodes, GIFs, plots"),
+    "convert": ("vla_adapter_ros.data.convert", "convert recorded rosbags into a LeRobot-layout training set"),
+    "train": ("vla_adapter_ros.train.finetune", "fine-tune (LoRA on the backbone + full policy) on a dataset"),
+}
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vla-adapter-ros", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", help="check the installation and print versions")
@@ -57,11 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--params", action="append", default=[], metavar="YAML",
                     help="extra parameter file passed to every node (repeatable; later files win)")
     up.set_defaults(func=_cmd_up)
+    for name, (module, help_text) in LAZY_COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            mod = importlib.import_module(module)
+            mod.add_arguments(command)
+            command.set_defaults(func=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(selected).parse_args(argv)
     return args.func(args)
 
 

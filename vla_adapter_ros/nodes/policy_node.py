@@ -318,11 +318,12 @@ class PolicyNode(Node):
         limit = request.max_duration if request.max_duration > 0 else float(self.p["default_max_duration"])
         self._success_flag = False
         ok, message = self._set_instruction(request.instruction)
-        start, first_chunk = time.monotonic(), self.chunks_published
+        # Durations in the node's clock: simulation time when use_sim_time is on.
+        start, first_chunk = now_seconds(self), self.chunks_published
         result = ExecuteInstruction.Result()
         state = "running"
         while rclpy.ok():
-            elapsed = time.monotonic() - start
+            elapsed = now_seconds(self) - start
             chunks = self.chunks_published - first_chunk
             if not ok:
                 goal_handle.abort()
@@ -352,7 +353,7 @@ class PolicyNode(Node):
             goal_handle.publish_feedback(ExecuteInstruction.Feedback(chunks=chunks, elapsed=elapsed, state=state))
             time.sleep(0.1)
         result.chunks = self.chunks_published - first_chunk
-        result.elapsed = time.monotonic() - start
+        result.elapsed = now_seconds(self) - start
         return result
 
     # ------------------------------------------------------------------ inference

@@ -1,0 +1,252 @@
+"""`vla-adapter-ros demo`: the whole stack in simulation, end to end, on any machine.
+
+Starts sim_node + policy_node + executor_node (config/sim_stack.yaml) as separate processes over
+real ROS 2 middleware, then for each episode: resets the simulation (seeded), enables the executor,
+sends an ExecuteInstruction goal to the policy and waits for success or the time limit. Prints one
+line per episode with a progress bar, and writes to the output folder: a GIF of both cameras per
+episode, a plot of commanded vs measured joints per episode, summary.json and the nodes' log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+STACK = Path(__file__).resolve().parent.parent / "config" / "sim_stack.yaml"
+
+
+def _stack_file() -> Path:
+    if STACK.is_file():
+        return STACK
+    from ament_index_python.packages import get_package_share_directory  # installed package
+
+    return Path(get_package_share_directory("vla_adapter_ros")) / "config" / "sim_stack.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default="reach_red", help="reach_red | push_blue_left | lift_green")
+    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (then +1 each)")
+    parser.add_argument("--checkpoint", default="", help="checkpoint directory (default: the random-weight model)")
+    parser.add_argument("--max-duration", type=float, default=8.0, help="simulated seconds per episode")
+    parser.add_argument("--output", default="outputs/demo", help="folder for GIFs, plots, summary and logs")
+    parser.add_argument("--startup-timeout", type=float, default=300.0, help="s to wait for the nodes")
+    parser.add_argument("--no-media", action="store_true", help="skip GIFs and plots")
+
+
+class _Recorder:
+    """Collects camera frames, measured joints and commanded joints of one episode."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.clear()
+
+    def clear(self):
+        with getattr(self, "lock", threading.Lock()):
+            self.frames: dict[str, list[np.ndarray]] = {"agentview": [], "wrist": []}
+            self.measured: list[tuple[float, np.ndarray]] = []
+            self.commanded: list[tuple[float, np.ndarray]] = []
+
+
+def _write_gif(path: Path, frames: dict[str, list[np.ndarray]], fps: float = 10.0) -> bool:
+    from PIL import Image
+
+    count = min(len(v) for v in frames.values())
+    if count == 0:
+        return False
+    images = [Image.fromarray(np.concatenate([frames[k][i] for k in frames], axis=1)) for i in range(count)]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return True
+
+
+def _write_plot(path: Path, measured, commanded, names, title: str) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not measured:
+        return False
+    t0 = measured[0][0]
+    fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.6 * len(names)), sharex=True)
+    tm = np.array([t - t0 for t, _ in measured])
+    qm = np.array([q for _, q in measured])
+    tc = np.array([t - t0 for t, _ in commanded]) if commanded else np.zeros(0)
+    qc = np.array([q for _, q in commanded]) if commanded else np.zeros((0, len(names)))
+    for j, ax in enumerate(axes):
+        ax.plot(tm, qm[:, j], label="measured", lw=1.2)
+        if len(tc):
+            ax.plot(tc, qc[:, j], "--", label="commanded", lw=1.0)
+        ax.set_ylabel(names[j], fontsize=7)
+    axes[0].legend(loc="upper right", fontsize=7)
+    axes[0].set_title(title, fontsize=9)
+    axes[-1].set_xlabel("time [s]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # a demo talks to itself
+    import rclpy
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image, JointState
+    from std_srvs.srv import SetBool
+    from tqdm import tqdm
+    from trajectory_msgs.msg import JointTrajectory
+
+    from vla_adapter_ros.action import ExecuteInstruction
+    from vla_adapter_ros.supervisor import Supervisor, load_stack
+    from vla_adapter_ros.srv import ResetEpisode
+
+    out_dir = Path(args.output).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    overrides = out_dir / "demo_params.yaml"
+    overrides.write_text(
+        "sim_node:\n  ros__parameters:\n"
+        f"    task: {json.dumps(args.task)}\n    seed: {int(args.seed)}\n"
+        "policy_node:\n  ros__parameters:\n"
+        f"    checkpoint: {json.dumps(str(Path(args.checkpoint).expanduser().resolve()) if args.checkpoint else '')}\n"
+        f"    default_max_duration: {float(args.max_duration)}\n"
+    )
+    log_path = out_dir / "nodes.log"
+    log = open(log_path, "w")
+    supervisor = Supervisor(load_stack(_stack_file()), extra_params=[overrides], out=log)
+    stack_code: dict[str, int] = {}
+    stack_thread = threading.Thread(target=lambda: stack_code.setdefault("code", supervisor.run()), daemon=True)
+    print(f"starting sim + policy + executor (logs: {log_path})", flush=True)
+    stack_thread.start()
+
+    rclpy.init()
+    node = rclpy.create_node("vla_demo")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    rec = _Recorder()
+    state = {"recording": False}
+
+    def on_image(name):
+        def callback(msg):
+            if state["recording"]:
+                frame = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
+                with rec.lock:
+                    rec.frames[name].append(frame.copy())
+        return callback
+
+    def on_joints(msg):
+        if state["recording"] and len(msg.position) >= 7:
+            with rec.lock:
+                rec.measured.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, np.array(msg.position[:7])))
+
+    def on_command(msg):
+        # JTC headers are stamped 0 ("start now"): time a command by the newest simulation stamp.
+        if state["recording"] and msg.points:
+            with rec.lock:
+                if rec.measured:
+                    rec.commanded.append((rec.measured[-1][0], np.array(msg.points[0].positions)))
+
+    node.create_subscription(Image, "/camera/agentview/image_raw", on_image("agentview"), 10)
+    node.create_subscription(Image, "/camera/wrist/image_raw", on_image("wrist"), 10)
+    node.create_subscription(JointState, "/joint_states", on_joints, 50)
+    node.create_subscription(JointTrajectory, "/fr3_arm_controller/joint_trajectory", on_command, 50)
+    reset = node.create_client(ResetEpisode, "/sim_node/reset_episode")
+    enable = node.create_client(SetBool, "/executor_node/enable")
+    goal_client = ActionClient(node, ExecuteInstruction, "/policy_node/execute_instruction")
+
+    def spin_until(predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            if "code" in stack_code:
+                return False  # the stack died
+            executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def call(client, request, timeout=30.0):
+        future = client.call_async(request)
+        if not spin_until(future.done, timeout):
+            raise RuntimeError(f"no answer from {client.srv_name}")
+        return future.result()
+
+    results = []
+    code = 0
+    try:
+        ready = spin_until(lambda: reset.service_is_ready() and enable.service_is_ready()
+                           and goal_client.server_is_ready(), args.startup_timeout)
+        if not ready:
+            raise RuntimeError(f"the nodes did not come up within {args.startup_timeout:.0f} s; see {log_path}")
+        log.flush()
+        if "RANDOM WEIGHTS" in log_path.read_text():
+            print("NOTE: no trained checkpoint given: the policy has RANDOM WEIGHTS, so episodes are expected "
+                  "to fail; the demo shows the plumbing (pass --checkpoint DIR for a trained model)", flush=True)
+        bar = tqdm(range(args.episodes), desc="episodes", unit="ep")
+        for i in bar:
+            seed = args.seed + i
+            call(enable, SetBool.Request(data=False))
+            spin_until(lambda: False, 0.5)  # let the reference come to rest before teleporting the arm
+            episode = call(reset, ResetEpisode.Request(task=args.task, seed=seed))
+            if not episode.success:
+                raise RuntimeError(f"reset failed: {episode.message}")
+            spin_until(lambda: False, 0.3)
+            enabled = call(enable, SetBool.Request(data=True))
+            if not enabled.success:
+                raise RuntimeError(f"executor refused to enable: {enabled.message}")
+            rec.clear()
+            state["recording"] = True
+            start = time.monotonic()
+            send = goal_client.send_goal_async(ExecuteInstruction.Goal(instruction=episode.instruction,
+                                                                       max_duration=args.max_duration))
+            if not spin_until(send.done, 30) or not send.result().accepted:
+                raise RuntimeError("the policy rejected the goal")
+            result_future = send.result().get_result_async()
+            if not spin_until(result_future.done, args.max_duration * 20 + 60):
+                raise RuntimeError("the episode did not end")
+            state["recording"] = False
+            outcome = result_future.result()
+            success = outcome.status == GoalStatus.STATUS_SUCCEEDED and outcome.result.success
+            entry = {"episode": i, "task": args.task, "seed": seed, "instruction": episode.instruction,
+                     "success": bool(success), "sim_seconds": round(outcome.result.elapsed, 2),
+                     "wall_seconds": round(time.monotonic() - start, 2), "chunks": int(outcome.result.chunks),
+                     "message": outcome.result.message}
+            if not args.no_media:
+                with rec.lock:
+                    gif = out_dir / f"episode_{i:02d}.gif"
+                    plot = out_dir / f"joints_{i:02d}.png"
+                    if _write_gif(gif, rec.frames):
+                        entry["gif"] = gif.name
+                    names = [f"fr3_joint{j}" for j in range(1, 8)]
+                    if _write_plot(plot, rec.measured, rec.commanded, names,
+                                   f"{args.task} seed {seed}: {'success' if success else 'failure'}"):
+                        entry["plot"] = plot.name
+            results.append(entry)
+            bar.write(f"episode {i}: {args.task} seed {seed}: {'SUCCESS' if success else 'FAILURE'} "
+                      f"({entry['sim_seconds']} s sim, {entry['chunks']} chunks) - {entry['message']}")
+        call(enable, SetBool.Request(data=False))
+    except (RuntimeError, KeyboardInterrupt) as exc:
+        print(f"demo stopped: {exc or 'interrupted'}", flush=True)
+        code = 1
+    finally:
+        state["recording"] = False
+        supervisor.request_stop()
+        stack_thread.join(60)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        log.close()
+    rate = sum(r["success"] for r in results) / len(results) if results else 0.0
+    summary = {"task": args.task, "episodes": results, "success_rate": rate,
+               "checkpoint": args.checkpoint or "random weights"}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"success {sum(r['success'] for r in results)}/{len(results)}; outputs in {out_dir}", flush=True)
+    if len(results) < args.episodes:
+        code = 1
+    return code
+

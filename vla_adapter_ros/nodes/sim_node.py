@@ -1,0 +1,254 @@
+"""Simulation node: a MuJoCo Franka scene that publishes what a real robot publishes.
+
+Publishes /joint_states (arm + fingers), two cameras (agentview, wrist) as sensor_msgs/Image, the
+end-effector pose, /clock (the simulation time; run the other nodes with use_sim_time), and the
+task's success flag. Accepts the commands the executor produces: JointTrajectory (interpolated like
+a JointTrajectoryController), forward position commands, JointState commands, and a gripper
+command (std_msgs/Float64, 0 open .. 1 closed). `~/reset_episode` starts a new seeded episode.
+
+Physics runs on its own thread at up to `real_time_factor` times wall time; when rendering cannot
+keep up, simulation time simply runs slower (every node follows /clock).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Bool, Float64, Float64MultiArray  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from vla_adapter_ros.nodes.common import declare, fatal, seconds_to_stamp  # noqa: E402
+from vla_adapter_ros.srv import ResetEpisode  # noqa: E402
+
+DEFAULTS = {
+    "task": "reach_red",
+    "seed": 0,
+    "joint_prefix": "fr3_",
+    "real_time_factor": 1.0,  # upper bound of sim time / wall time
+    "step_dt": 0.004,  # s of simulation per loop iteration (joint states and /clock at this period)
+    "camera_rate_hz": 10.0,
+    "image_width": 224,
+    "image_height": 224,
+    "camera_names": ["agentview", "wrist"],
+    "camera_topics": ["/camera/agentview/image_raw", "/camera/wrist/image_raw"],
+    "joint_state_topic": "/joint_states",
+    "eef_pose_topic": "/eef_pose",
+    "jtc_topic": "/fr3_arm_controller/joint_trajectory",
+    "forward_topic": "/forward_position_controller/commands",
+    "joint_command_topic": "/joint_command",
+    "gripper_topic": "/gripper/command",
+    "success_topic": "/vla/task_success",
+    "frame_id": "base",
+}
+
+
+class SimNode(Node):
+    def __init__(self):
+        # /clock is ours: this node itself runs on wall time.
+        super().__init__("sim_node", parameter_overrides=[Parameter("use_sim_time", value=False)])
+        self.p = p = declare(self, DEFAULTS)
+        from vla_adapter_ros.sim.controllers import TrajectoryFollower
+        from vla_adapter_ros.sim.env import GRIPPER_MAX_WIDTH_M, FrankaSimEnv
+        from vla_adapter_ros.sim.tasks import get_task
+
+        if len(p["camera_names"]) != len(p["camera_topics"]):
+            raise ValueError("camera_names and camera_topics must have the same length")
+        self._get_task = get_task
+        self.task = get_task(p["task"])
+        self.gripper_max = GRIPPER_MAX_WIDTH_M
+        self.env = FrankaSimEnv(joint_prefix=p["joint_prefix"])
+        self.seed = int(p["seed"])
+        self.task.reset(self.env, self.seed)
+        self.follower = TrajectoryFollower(self.env.joint_positions())
+        self.lock = threading.Lock()
+        self.success = False
+        self.rejected_commands = 0
+        self.time_offset = 0.0  # published time = physics time + offset (physics restarts at 0 on reset)
+
+        self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self.joint_pub = self.create_publisher(JointState, p["joint_state_topic"], 10)
+        self.pose_pub = self.create_publisher(PoseStamped, p["eef_pose_topic"], 10)
+        self.camera_pubs = [self.create_publisher(Image, t, 10) for t in p["camera_topics"]]
+        self.success_pub = self.create_publisher(Bool, p["success_topic"], 10)
+        self.create_subscription(JointTrajectory, p["jtc_topic"], self._on_trajectory, 10)
+        self.create_subscription(Float64MultiArray, p["forward_topic"], self._on_forward, 10)
+        self.create_subscription(JointState, p["joint_command_topic"], self._on_joint_command, 10)
+        self.create_subscription(Float64, p["gripper_topic"], self._on_gripper, 10)
+        self.create_service(ResetEpisode, "~/reset_episode", self._on_reset)
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="physics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self.get_logger().info(
+            f"ready: task {self.task.name!r} seed {self.seed}: {self.task.instruction!r}; "
+            f"{len(self.camera_pubs)} cameras at {self.p['camera_rate_hz']} Hz"
+        )
+
+    def stop(self) -> None:
+        self._running = False
+        self._thread.join(5.0)
+
+    # ------------------------------------------------------------------ commands
+    def _warn_reject(self, what: str, exc: Exception) -> None:
+        self.rejected_commands += 1
+        self.get_logger().warning(f"{what} rejected: {exc}", throttle_duration_sec=2.0)
+
+    def _reorder(self, names, values) -> np.ndarray:
+        index = {n: i for i, n in enumerate(names)}
+        missing = [n for n in self.env.joint_names if n not in index]
+        if missing:
+            raise ValueError(f"missing joints {missing}")
+        return np.array([values[index[n]] for n in self.env.joint_names], dtype=float)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        try:
+            if not msg.points:
+                raise ValueError("no points")
+            times = [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points]
+            positions = [self._reorder(msg.joint_names, pt.positions) for pt in msg.points]
+            velocities = ([self._reorder(msg.joint_names, pt.velocities) for pt in msg.points]
+                          if all(len(pt.velocities) for pt in msg.points) else None)
+            with self.lock:
+                self.follower.set_trajectory(self.env.sim_time, times, positions, velocities)
+        except (ValueError, IndexError) as exc:
+            self._warn_reject("trajectory", exc)
+
+    def _on_forward(self, msg: Float64MultiArray) -> None:
+        try:
+            with self.lock:
+                self.follower.set_position(np.asarray(msg.data, dtype=float))
+        except ValueError as exc:
+            self._warn_reject("forward command", exc)
+
+    def _on_joint_command(self, msg: JointState) -> None:
+        try:
+            q = self._reorder(msg.name, msg.position)
+            with self.lock:
+                self.follower.set_position(q)
+        except (ValueError, IndexError) as exc:
+            self._warn_reject("joint command", exc)
+
+    def _on_gripper(self, msg: Float64) -> None:
+        if not np.isfinite(msg.data):
+            self._warn_reject("gripper command", ValueError(f"{msg.data}"))
+            return
+        closure = float(np.clip(msg.data, 0.0, 1.0))
+        with self.lock:
+            self.env.set_gripper(self.gripper_max * (1.0 - closure))
+
+    def _on_reset(self, request, response):
+        try:
+            task = self._get_task(request.task) if request.task else self.task
+        except (KeyError, ValueError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        with self.lock:
+            self.task = task
+            self.seed = int(request.seed) if request.seed >= 0 else self.seed + 1
+            before = self.env.sim_time
+            self.task.reset(self.env, self.seed)
+            self.time_offset += before - self.env.sim_time  # /clock never goes backwards
+            self.follower.reset(self.env.joint_positions())
+            self.success = False
+        response.success, response.task, response.seed = True, task.name, self.seed
+        response.instruction = task.instruction
+        response.message = f"episode: task {task.name} seed {self.seed}"
+        self.get_logger().info(response.message)
+        return response
+
+    # ------------------------------------------------------------------ physics loop
+    def _loop(self) -> None:
+        p = self.p
+        step_dt = float(p["step_dt"])
+        substeps = max(1, int(round(step_dt / self.env.timestep)))
+        camera_period = 1.0 / float(p["camera_rate_hz"])
+        next_camera = 0.0
+        next_success = 0.0
+        wall_start, sim_start = time.monotonic(), self.env.sim_time + self.time_offset
+        rtf = float(p["real_time_factor"])
+        while self._running and rclpy.ok():
+            with self.lock:
+                q_ref, qd_ref = self.follower.sample(self.env.sim_time)
+                self.env.set_joint_targets(q_ref, qd_ref)
+                self.env.step(substeps)
+                t = self.env.sim_time + self.time_offset
+                stamp = seconds_to_stamp(t)
+                self.clock_pub.publish(Clock(clock=stamp))
+                self._publish_state(stamp)
+                if t >= next_camera:
+                    next_camera = t + camera_period
+                    self._publish_cameras(stamp)
+                if t >= next_success:
+                    next_success = t + 0.1
+                    self.success = self.success or bool(self.task.success(self.env))
+                    self.success_pub.publish(Bool(data=self.success))
+            ahead = (t - sim_start) / rtf - (time.monotonic() - wall_start)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def _publish_state(self, stamp) -> None:
+        env = self.env
+        msg = JointState(name=env.joint_names + env.finger_joint_names,
+                         position=np.concatenate([env.joint_positions(), env.finger_positions()]).tolist(),
+                         velocity=np.concatenate([env.joint_velocities(), env.finger_velocities()]).tolist())
+        msg.header.stamp = stamp
+        self.joint_pub.publish(msg)
+        pose = env.eef_pose()
+        out = PoseStamped()
+        out.header.stamp, out.header.frame_id = stamp, self.p["frame_id"]
+        out.pose.position.x, out.pose.position.y, out.pose.position.z = (float(v) for v in pose.position)
+        q = pose.quat_xyzw
+        out.pose.orientation.x, out.pose.orientation.y, out.pose.orientation.z, out.pose.orientation.w = (
+            float(v) for v in q)
+        self.pose_pub.publish(out)
+
+    def _publish_cameras(self, stamp) -> None:
+        width, height = int(self.p["image_width"]), int(self.p["image_height"])
+        for name, pub in zip(self.p["camera_names"], self.camera_pubs):
+            rgb = self.env.render(name, width, height)
+            msg = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=rgb.tobytes())
+            msg.header.stamp, msg.header.frame_id = stamp, name
+            pub.publish(msg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        node = SimNode()
+    except Exception as exc:
+        code = fatal(None, f"sim_node: cannot start: {type(exc).__name__}: {exc}")
+        rclpy.try_shutdown()
+        return code
+    node.start()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
