@@ -1,0 +1,199 @@
+"""Fine-tuning core on the tiny preset (CPU): overfit, trainable set, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vla_adapter_ros.data.convert import ConvertConfig, convert, load_dataset
+from vla_adapter_ros.data.synthetic import Q_HOME, write_synthetic_bag
+from vla_adapter_ros.train.finetune import (
+    MicroBatches,
+    Trainer,
+    TrainConfig,
+    add_arguments,
+    config_from_args,
+    lr_factor,
+    run,
+    split_episodes,
+)
+
+pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("train_data")
+    dirs = np.array([1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0])
+    bags = [write_synthetic_bag(root / "bags", f"ep{i}", n_frames=10,
+                                q_of_frame=lambda x, i=i: Q_HOME + 0.02 * (i + 1) * x * dirs,
+                                instruction=["pick up the cube", "open the drawer"][i % 2]) for i in range(3)]
+    out = root / "ds"
+    convert(bags, out, ConvertConfig(action_space="joint_delta", proprio_layout="joints_fingers", image_size=None))
+    return out
+
+
+def _cfg(dataset, out, **kw):
+    base = dict(dataset=str(dataset), output_dir=str(out), base="tiny", max_steps=4, batch_size=2, lr=1e-3,
+                warmup_steps=0, lora_rank=4, val_every=1000, save_every=1000, log_every=1, num_workers=0,
+                progress=False, val_fraction=0.0, seed=0, image_aug=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_schedule():
+    c = TrainConfig(dataset="d", output_dir="o", max_steps=110, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    f = [lr_factor(s, c) for s in range(110)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up
+    assert f[10] == pytest.approx(1.0) and f[60] == pytest.approx(0.55)  # cosine midpoint
+    assert f[109] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    assert all(a >= b - 1e-12 for a, b in zip(f[10:], f[11:]))
+    c.schedule = "constant"
+    assert lr_factor(50, c) == 1.0
+    assert TrainConfig(dataset="d", output_dir="o", max_steps=1000).warmup == 30
+
+
+def test_splits_and_batches_deterministic(dataset):
+    ds = load_dataset(dataset, chunk_len=8)
+    tr, va = split_episodes(ds.frames.episode_index, 0.34, 0)
+    assert len(set(ds.frames.episode_index[va])) == 1 and len(tr) + len(va) == len(ds)
+    assert not set(ds.frames.episode_index[tr]) & set(ds.frames.episode_index[va])
+    mb = MicroBatches(ds, tr, 4, builder=None, seed=3)
+    first_epoch = [i for m in range(len(tr) // 4) for i in mb.indices_of(m)]
+    assert len(set(first_epoch)) == len(first_epoch)  # no repeats within an epoch
+    assert MicroBatches(ds, tr, 4, None, 3).indices_of(5) == mb.indices_of(5)
+    r0 = MicroBatches(ds, tr, 2, None, 3, rank=0, world=2)
+    r1 = MicroBatches(ds, tr, 2, None, 3, rank=1, world=2)
+    assert r0.indices_of(0) + r1.indices_of(0) == mb.indices_of(0)  # ranks shard the same stream
+
+
+def test_trainable_set_and_gradients(dataset, tmp_path):
+    tr = Trainer(_cfg(dataset, tmp_path / "run"))
+    names = {n for n, _ in tr.params}
+    assert names and all(".lora_" in n or n.startswith(("action_queries.", "proprio_projector.", "action_head."))
+                         for n in names)
+    assert any(".lora_" in n and n.startswith("vision_backbone.") for n in names)
+    assert any(".lora_" in n and n.startswith("language_model.") for n in names)
+    assert any(n.startswith("action_head.") for n in names) and "action_queries.weight" in names
+    frozen_before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
+    tr.optimizer.zero_grad()
+    loss = tr._forward_loss(tr.model, tr.train_batches[0])
+    loss.backward()
+    # the last DINOv2/SigLIP blocks are unused (features come from the second-to-last block), so their
+    # LoRA weights get no gradient; every other trainable tensor does, and no frozen tensor does
+    unused = ("vision_backbone.featurizer.encoder.layer.1.", "vision_backbone.fused_featurizer.encoder.layers.2.",
+              "vision_backbone.fused_featurizer.post_layernorm", "vision_backbone.fused_featurizer.head.")
+    for n, p in tr.model.named_parameters():
+        if p.requires_grad and not n.startswith(unused) and ".film_gen." not in n:
+            assert p.grad is not None, n
+        elif not p.requires_grad:
+            assert p.grad is None, n
+    assert float(tr.model.action_head.model.fc1.weight.grad.abs().sum()) > 0
+    tr.optimizer.zero_grad()
+    tr.train_step([tr.train_batches[1]])
+    for n, p in tr.model.named_parameters():
+        if n in frozen_before:
+            assert torch.equal(p, frozen_before[n]), n  # frozen weights untouched by AdamW weight decay
+
+
+def test_overfit_checkpoint_and_policy(dataset, tmp_path):
+    import time
+
+    out = tmp_path / "run"
+    tr = Trainer(_cfg(dataset, out, max_steps=25, batch_size=4, lr=2e-3, val_fraction=0.34, val_every=25,
+                      save_every=10))
+    fixed = tr.train_batches[0]
+    before = float(tr._forward_loss(tr.model, fixed).detach())
+    t0 = time.time()
+    summary = tr.fit()
+    per_step = (time.time() - t0) / 25
+    after = float(tr._forward_loss(tr.model.eval(), fixed).detach())
+    print(f"\ntiny train step (batch 4, CPU): {per_step:.3f} s; L1 on a fixed batch {before:.4f} -> {after:.4f}; "
+          f"first/last 5 steps {np.mean(summary['losses'][:5]):.4f} -> {np.mean(summary['losses'][-5:]):.4f}; "
+          f"val L1 {summary['val_l1']}")
+    assert after < 0.7 * before
+    assert np.mean(summary["losses"][-5:]) < 0.7 * np.mean(summary["losses"][:5])
+    assert summary["val_l1"] is not None and math.isfinite(summary["val_l1"])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_l1" in x for x in lines) and lines[-1]["step"] == 25
+    # final checkpoint (LoRA merged) loads with the policy API and predicts what the trainer predicts
+    from vla_adapter_ros.model.api import VLAAdapterPolicy
+
+    final = out / "final"
+    assert not (final / "lora_adapter").exists()
+    pol = VLAAdapterPolicy.from_checkpoint(final)
+    assert pol.config.platform.action_dim == 8 and pol.config.platform.proprio_dim == 9
+    ds = load_dataset(dataset, chunk_len=8)
+    it = ds[3]
+    pred = pol.predict(it["images"], it["instruction"], it["proprio"])
+    assert pred.shape == (8, 8) and np.all(np.isfinite(pred))
+    batch = tr.builder.batch([it])
+    with torch.no_grad():
+        ref = tr.model.eval()(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["proprio"])
+    np.testing.assert_allclose(pred, pol.postprocess(ref[0]), atol=1e-4)
+    meta = json.loads((final / "training.json").read_text())
+    assert meta["action_space"] == "joint_delta" and meta["step"] == 25
+    # an interval checkpoint (LoRA as adapter) also loads directly
+    step10 = out / "checkpoints" / "step_000010"
+    assert (step10 / "lora_adapter").is_dir() and (step10 / "train_state.pt").is_file()
+    assert VLAAdapterPolicy.from_checkpoint(step10).predict(it["images"], it["instruction"], it["proprio"]).shape == (8, 8)
+
+
+def test_augmentation():
+    from vla_adapter_ros.train.finetune import augment_image
+
+    img = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    a = augment_image(img, np.random.default_rng(1))
+    b = augment_image(img, np.random.default_rng(1))
+    c = augment_image(img, np.random.default_rng(2))
+    assert a.shape == img.shape and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    flat = np.full((224, 224, 3), 128, np.uint8)
+    z = augment_image(flat, np.random.default_rng(0), brightness=0, contrast=(1, 1), saturation=(1, 1), hue=0)
+    assert np.abs(z.astype(int) - 128).max() <= 1  # crop + resize of a flat image stays flat
+
+
+def test_resume_identical(dataset, tmp_path):
+    a = Trainer(_cfg(dataset, tmp_path / "a", max_steps=4, image_aug=True, grad_accum=2))
+    full = a.fit()["losses"]
+    b = Trainer(_cfg(dataset, tmp_path / "b", max_steps=4, save_every=2, image_aug=True, grad_accum=2))
+    first = b.fit(max_steps=2)["losses"]  # interrupted after step 2 (checkpoint at 2)
+    assert (tmp_path / "b/checkpoints/latest").read_text() == "step_000002"
+    c = Trainer(_cfg(dataset, tmp_path / "b", max_steps=4, save_every=2, image_aug=True, grad_accum=2))
+    assert c.resume() and c.step == 2
+    assert c.scheduler.last_epoch == 2
+    rest = c.fit()["losses"]
+    np.testing.assert_allclose(first, full[:2], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(rest, full[2:], rtol=0, atol=1e-5)  # same batches, same weights
+    assert (tmp_path / "b/final/model.safetensors").is_file()
+
+
+def test_cli_and_base_checkpoint(dataset, tmp_path):
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args([str(dataset), str(tmp_path / "r1"), "--base", "tiny", "--max-steps", "2", "--batch-size", "2",
+                         "--lora-rank", "2", "--num-workers", "2", "--no-progress", "--val-fraction", "0",
+                         "--save-every", "1"])
+    c = config_from_args(args)
+    assert c.lora_rank == 2 and c.lora_alpha is None and c.use_lora and not c.progress
+    assert run(args) == 0
+    assert (tmp_path / "r1/final/config.yaml").is_file()
+    # fine-tune further from that checkpoint, with resume requested but nothing to resume
+    args = p.parse_args([str(dataset), str(tmp_path / "r2"), "--base", str(tmp_path / "r1/final"), "--max-steps", "1",
+                         "--batch-size", "1", "--lora-rank", "2", "--num-workers", "0", "--no-progress", "--chunk-len", "4",
+                         "--val-fraction", "0", "--resume", "--precision", "bf16"])  # autocast path on CPU
+    assert run(args) == 0
+    from vla_adapter_ros.model.api import VLAAdapterPolicy
+
+    pol = VLAAdapterPolicy.from_checkpoint(tmp_path / "r2/final")
+    assert pol.config.platform.chunk_len == 4
+    it = load_dataset(dataset)[0]
+    assert pol.predict(it["images"], it["instruction"], it["proprio"]).shape == (4, 8)
+    bad = p.parse_args([str(tmp_path / "nope"), str(tmp_path / "r3"), "--base", "tiny", "--no-progress"])
+    assert run(bad) == 1

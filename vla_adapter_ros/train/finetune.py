@@ -1,0 +1,683 @@
+"""``vla-adapter-ros train``: fine-tune VLA-Adapter on a converted dataset.
+
+Recipe (VLA_ADAPTER_SPEC section 4): peft LoRA (rank 64, alpha 2*rank, dropout 0, gaussian init) on every
+Linear of the VLM backbone; the ActionQuery embeddings, the proprio projector and the Bridge-Attention
+policy are trained fully; L1 loss on BOUNDS_Q99-normalized actions; AdamW (weight decay 0.01).
+Deviation (asked for by DESIGN): linear warm-up + cosine decay instead of the official effectively
+constant LR (``--schedule constant`` gives the official behaviour). bf16 autocast on CUDA.
+
+Output directory::
+
+    OUT/checkpoints/step_000500/   loadable checkpoint (config.yaml, model.safetensors, lora_adapter/,
+                                   dataset_statistics.json) + train_state.pt (optimizer, scheduler, step, RNG)
+    OUT/checkpoints/latest         name of the newest complete interval checkpoint
+    OUT/final/                     LoRA merged; ``VLAAdapterPolicy.from_checkpoint(OUT/final)``
+    OUT/metrics.jsonl              one JSON line per log/validation event
+    OUT/train_config.yaml
+
+Resume (``--resume``) restarts from ``checkpoints/latest``: same model, optimizer, scheduler, RNG and data
+position, so an interruption loses at most one ``--save-every`` interval. Multi-GPU: launch with
+``torchrun`` (WORLD_SIZE > 1 -> torch.distributed + DDP, one data shard per rank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+STATE_FILE = "train_state.pt"
+LATEST = "latest"
+
+
+class TrainError(ValueError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = ""
+    output_dir: str = ""
+    base: str = "vla-adapter-0.5b"  # preset name (random init) or checkpoint directory
+    max_steps: int = 10000  # optimizer steps
+    batch_size: int = 8  # per device, per micro-step
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    betas: Tuple[float, float] = (0.9, 0.999)
+    schedule: str = "cosine"  # "cosine" (linear warm-up + cosine decay) or "constant" (warm-up then constant)
+    warmup_steps: Optional[int] = None  # None = 3% of max_steps
+    min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
+    grad_clip: float = 0.0  # 0 = none (official)
+    use_lora: bool = True
+    lora_rank: int = 64
+    lora_alpha: Optional[float] = None  # None = 2 * rank
+    lora_dropout: float = 0.0
+    val_fraction: float = 0.05  # of episodes (at least one if there are >= 2 episodes and fraction > 0)
+    val_every: int = 500
+    val_batches: int = 50
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 2
+    device: str = "auto"
+    precision: str = "auto"  # "bf16" (autocast, CUDA), "fp32", "auto" = bf16 on CUDA else fp32
+    cameras: Optional[List[str]] = None  # dataset camera names to feed, primary first
+    chunk_len: Optional[int] = None  # actions per chunk; None = the base model's (8)
+    image_aug: bool = True  # official: random crop (area 0.9) + colour jitter; off = center crop as at inference
+    progress: bool = True
+    unnorm_key: str = ""  # statistics key; default dataset name
+
+    def validate(self) -> "TrainConfig":
+        if not self.dataset or not self.output_dir:
+            raise TrainError("dataset and output_dir are required")
+        for k in ("max_steps", "batch_size", "grad_accum", "val_every", "save_every", "log_every", "lora_rank"):
+            if int(getattr(self, k)) <= 0:
+                raise TrainError(f"{k} must be positive")
+        if self.schedule not in ("cosine", "constant"):
+            raise TrainError("schedule must be 'cosine' or 'constant'")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise TrainError("precision must be auto, bf16 or fp32")
+        return self
+
+    @property
+    def warmup(self) -> int:
+        return int(self.warmup_steps) if self.warmup_steps is not None else int(round(0.03 * self.max_steps))
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule
+# ---------------------------------------------------------------------------------------------
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base LR at optimizer step ``step`` (0-based)."""
+    w = cfg.warmup
+    if w > 0 and step < w:
+        return (step + 1) / w
+    if cfg.schedule == "constant":
+        return 1.0
+    span = max(1, cfg.max_steps - w)
+    prog = min(1.0, (step - w) / span)
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * prog))
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def augment_image(img: np.ndarray, rng: np.random.Generator, crop_scale: float = 0.9, brightness: float = 0.2,
+                  contrast: Tuple[float, float] = (0.8, 1.2), saturation: Tuple[float, float] = (0.8, 1.2),
+                  hue: float = 0.05) -> np.ndarray:
+    """Training augmentation of the official recipe on a uint8 (S, S, 3) image: random square crop of area
+    ``crop_scale`` resized back to S (the inference center crop is its centred case), then brightness,
+    contrast, saturation and hue jitter. Returns uint8 (S, S, 3)."""
+    from PIL import Image as PILImage
+
+    s = img.shape[0]
+    side = math.sqrt(crop_scale) * s
+    y0, x0 = rng.uniform(0.0, s - side, size=2)
+    pil = PILImage.fromarray(img).resize((s, s), PILImage.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
+    if hue > 0:
+        hsv = np.asarray(pil.convert("HSV")).copy()
+        hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(round(rng.uniform(-hue, hue) * 255))) % 256
+        pil = PILImage.fromarray(hsv, "HSV").convert("RGB")
+    x = np.asarray(pil, dtype=np.float32) / 255.0
+    x = x + rng.uniform(-brightness, brightness)
+    m = x.mean()
+    x = (x - m) * rng.uniform(*contrast) + m
+    gray = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+    x = (x - gray) * rng.uniform(*saturation) + gray
+    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+class BatchBuilder:
+    """Turns dataset items into model tensors (picklable for DataLoader workers)."""
+
+    def __init__(self, model_cfg, normalizer, tokenizer):
+        self.proc = model_cfg.processor
+        self.max_tokens = model_cfg.processor.max_prompt_tokens
+        self.pad_id = model_cfg.pad_token_id
+        self.normalizer = normalizer
+        self.tokenizer = tokenizer
+        self._tok_cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+
+    def pixels(self, images: Sequence[np.ndarray], rng: Optional[np.random.Generator]) -> np.ndarray:
+        from ..model.processor import normalize_image, prepare_image, preprocess_images
+
+        if rng is None:  # exactly the inference preprocessing
+            return preprocess_images(images, self.proc)
+        import copy
+
+        proc = copy.copy(self.proc)
+        proc.center_crop = False
+        return np.concatenate([normalize_image(augment_image(prepare_image(im, proc), rng, self.proc.crop_scale), proc)
+                               for im in images], axis=0)
+
+    def sample(self, item: Dict[str, Any], rng: Optional[np.random.Generator] = None) -> Dict[str, np.ndarray]:
+        from ..model.processor import tokenize_prompt
+
+        ins = item["instruction"]
+        if ins not in self._tok_cache:
+            self._tok_cache[ins] = tokenize_prompt(self.tokenizer, ins, self.max_tokens, self.pad_id)
+        ids, mask = self._tok_cache[ins]
+        return {
+            "pixel_values": self.pixels(item["images"], rng),
+            "input_ids": ids,
+            "attention_mask": mask,
+            "proprio": self.normalizer.normalize_proprio(item["proprio"]).astype(np.float32),
+            "actions": self.normalizer.normalize_action(item["actions"]).astype(np.float32),
+            "action_mask": np.asarray(item["action_mask"], dtype=bool),
+        }
+
+    def batch(self, items: Sequence[Dict[str, Any]], rng: Optional[np.random.Generator] = None) -> Dict[str, torch.Tensor]:
+        from ..model.processor import collate
+
+        b = collate([self.sample(it, rng) for it in items], self.pad_id)
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+
+class MicroBatches(torch.utils.data.Dataset):
+    """Item m = micro-batch m of a deterministic infinite stream: epoch e visits ``indices`` in the order
+    of ``default_rng(seed + e).permutation``; the stream is split across ``world`` ranks. Stateless, so a
+    resumed run continues with exactly the batches the interrupted one would have seen."""
+
+    def __init__(self, dataset, indices: Sequence[int], batch_size: int, builder: BatchBuilder, seed: int,
+                 rank: int = 0, world: int = 1, shuffle: bool = True, augment: bool = False):
+        self.augment = augment
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+        self.bs, self.builder, self.seed, self.rank, self.world, self.shuffle = batch_size, builder, seed, rank, world, shuffle
+        if len(self.indices) == 0:
+            raise TrainError("empty training split")
+        self._perm_cache: Dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perm_cache:
+            if len(self._perm_cache) > 4:
+                self._perm_cache.clear()
+            self._perm_cache[epoch] = (np.random.default_rng(self.seed + epoch).permutation(self.indices)
+                                       if self.shuffle else self.indices)
+        return self._perm_cache[epoch]
+
+    def indices_of(self, m: int) -> List[int]:
+        g = (m * self.world + self.rank) * self.bs  # position in the global stream
+        n = len(self.indices)
+        out = []
+        for p in range(g, g + self.bs):
+            out.append(int(self._perm(p // n)[p % n]))
+        return out
+
+    def __len__(self) -> int:  # effectively infinite; DataLoader uses an explicit sampler
+        return 2**62
+
+    def __getitem__(self, m: int) -> Dict[str, torch.Tensor]:
+        # augmentation randomness is a function of (seed, micro-batch, rank): identical after a resume
+        rng = np.random.default_rng([self.seed, int(m), self.rank]) if self.augment else None
+        return self.builder.batch([self.dataset[i] for i in self.indices_of(int(m))], rng)
+
+
+def split_episodes(episode_index: np.ndarray, val_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Row indices of the train and validation splits (whole episodes)."""
+    eps = np.unique(episode_index)
+    n_val = int(round(val_fraction * len(eps)))
+    if val_fraction > 0 and len(eps) >= 2:
+        n_val = max(1, n_val)
+    n_val = min(n_val, len(eps) - 1)
+    val_eps = set(np.random.default_rng(seed).permutation(eps)[:n_val].tolist()) if n_val > 0 else set()
+    is_val = np.isin(episode_index, list(val_eps))
+    return np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------------
+def _platform_from_dataset(info: Dict[str, Any], n_cams: int) -> Dict[str, Any]:
+    feats = info["features"]
+    ours = info.get("vla_adapter_ros", {})
+    gi = ours.get("gripper_index")
+    return {
+        "action_dim": int(feats["action"]["shape"][0]),
+        "proprio_dim": int(feats["observation.state"]["shape"][0]),
+        "num_images": int(n_cams),
+        "gripper_index": -1 if gi is None else int(gi),
+    }
+
+
+def build_training_model(cfg: TrainConfig, platform: Dict[str, Any], log=print):
+    """Base model (preset or checkpoint) adapted to the dataset's action/proprio widths, with LoRA."""
+    from ..model.checkpoint import load_checkpoint
+    from ..model.config import get_config
+    from ..model.lora import apply_lora, set_trainable
+    from ..model.vla import VLAAdapter
+
+    base = Path(cfg.base)
+    if base.is_dir():
+        src_model, _ = load_checkpoint(base)  # merges any LoRA adapter
+        mcfg = src_model.config.replace_platform(**platform)
+        model = VLAAdapter(mcfg)
+        own = model.state_dict()
+        src = src_model.state_dict()
+        ok = {k: v for k, v in src.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        fresh = sorted(k for k in own if k not in ok)
+        model.load_state_dict(ok, strict=False)
+        if fresh:
+            log(f"[train] {len(fresh)} tensors re-initialised for the new platform (e.g. {fresh[:3]})")
+        del src_model
+    else:
+        mcfg = get_config(cfg.base).replace_platform(**platform)
+        torch.manual_seed(cfg.seed)
+        model = VLAAdapter(mcfg)
+    if cfg.use_lora:
+        model = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
+    else:
+        for p in model.parameters():
+            p.requires_grad = True
+    return model
+
+
+def trainable_parameters(model: torch.nn.Module) -> List[Tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean absolute error over the valid (non-padded) chunk steps."""
+    err = (pred.float() - target.float()).abs()
+    if mask is None:
+        return err.mean()
+    m = mask.to(err.dtype).unsqueeze(-1).expand_as(err)
+    return (err * m).sum() / m.sum().clamp_min(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# trainer
+# ---------------------------------------------------------------------------------------------
+def _rng_state() -> Dict[str, Any]:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def _set_rng_state(s: Dict[str, Any]) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log=None):
+        from ..data.convert import load_dataset
+        from ..model.normalization import Normalizer
+        from ..model.processor import QwenTokenizer
+
+        self.cfg = cfg.validate()
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.is_main = self.rank == 0
+        self.log = log or (lambda s: print(s, flush=True) if self.is_main else None)
+        if cfg.device == "auto":
+            dev = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+        else:
+            dev = cfg.device
+        self.device = torch.device(dev)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.out = Path(cfg.output_dir)
+
+        # ----- data -----
+        probe = load_dataset(cfg.dataset, chunk_len=1, cameras=cfg.cameras)
+        info = probe.info
+        cams = probe.cameras
+        platform = _platform_from_dataset(info, len(cams))
+        if cfg.chunk_len is not None:
+            platform["chunk_len"] = int(cfg.chunk_len)
+        self.model = build_training_model(cfg, platform, self.log)
+        self.model_cfg = self.model.config
+        self.dataset = load_dataset(cfg.dataset, chunk_len=self.model_cfg.platform.chunk_len, cameras=cams)
+        stats_all = self.dataset.norm_stats
+        if not stats_all:
+            raise TrainError(f"{cfg.dataset}: no meta/dataset_statistics.json")
+        key = cfg.unnorm_key or next(iter(stats_all))
+        self.stats = {key: stats_all[key]}
+        self.normalizer = Normalizer.from_stats(self.stats, self.model_cfg.platform.normalization, key)
+        self.tokenizer = QwenTokenizer.load(cfg.base if Path(cfg.base).is_dir() else None)
+        self.builder = BatchBuilder(self.model_cfg, self.normalizer, self.tokenizer)
+        tr, va = split_episodes(self.dataset.frames.episode_index, cfg.val_fraction, cfg.seed)
+        self.train_idx, self.val_idx = tr, va
+        self.train_batches = MicroBatches(self.dataset, tr, cfg.batch_size, self.builder, cfg.seed, self.rank, self.world,
+                                          augment=cfg.image_aug)
+        self.val_batches = (MicroBatches(self.dataset, va, cfg.batch_size, self.builder, cfg.seed, shuffle=False)
+                            if len(va) else None)
+
+        # ----- optimisation -----
+        self.model.to(self.device)
+        self.params = trainable_parameters(self.model)
+        self.optimizer = torch.optim.AdamW([p for _, p in self.params], lr=cfg.lr, betas=tuple(cfg.betas),
+                                           eps=1e-8, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
+        self.step = 0
+        self.ddp_model = self.model
+        if self.world > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        n_train = sum(p.numel() for _, p in self.params)
+        n_all = sum(p.numel() for p in self.model.parameters())
+        self.log(f"[train] {len(tr)} train / {len(va)} val frames, {n_train:,} of {n_all:,} parameters trained, "
+                 f"device {self.device}{' bf16 autocast' if self.bf16 else ''}, world {self.world}")
+
+    # ----- one micro-batch -----
+    def _forward_loss(self, model, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            pred = model(b["pixel_values"], b["input_ids"], b["attention_mask"], b["proprio"])
+        return l1_loss(pred, b["actions"], b["action_mask"])
+
+    def _loader(self, ds, start: int, stop: int):
+        sampler = range(start, stop)
+        nw = self.cfg.num_workers
+        # own generator: creating a DataLoader iterator must not consume the global torch RNG (the policy
+        # draws its training noise from it; resume restores it and must see the same stream)
+        gen = torch.Generator().manual_seed(self.cfg.seed + start)
+        return torch.utils.data.DataLoader(ds, batch_size=None, sampler=sampler, num_workers=nw, generator=gen,
+                                           persistent_workers=False, prefetch_factor=2 if nw > 0 else None)
+
+    @torch.no_grad()
+    def validate(self) -> Optional[float]:
+        if self.val_batches is None:
+            return None
+        self.model.eval()
+        n_val = math.ceil(len(self.val_idx) / self.cfg.batch_size)
+        n = min(n_val, self.cfg.val_batches)
+        tot, cnt = 0.0, 0
+        for m in range(n):
+            if m == n_val - 1:  # last (possibly partial) batch: don't wrap around into a second pass
+                rows = [int(i) for i in self.val_idx[m * self.cfg.batch_size:]]
+                batch = self.builder.batch([self.dataset[i] for i in rows])
+            else:
+                batch = self.val_batches[m]
+            loss = self._forward_loss(self.model, batch)
+            k = batch["actions"].shape[0]
+            tot += float(loss) * k
+            cnt += k
+        self.model.train()
+        return tot / max(cnt, 1)
+
+    def train_step(self, batches: Sequence[Dict[str, torch.Tensor]]) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean micro-batch loss."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = []
+        for i, batch in enumerate(batches):
+            sync = i == len(batches) - 1
+            ctx = self.ddp_model.no_sync() if (self.world > 1 and not sync) else _null()
+            with ctx:
+                loss = self._forward_loss(self.ddp_model, batch)
+                (loss / len(batches)).backward()
+            losses.append(float(loss.detach()))
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for _, p in self.params], self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return float(np.mean(losses))
+
+    # ----- checkpoints -----
+    def save(self, final: bool = False) -> Optional[Path]:
+        from ..model.checkpoint import save_checkpoint
+
+        if not self.is_main:
+            return None
+        tok_dir = self.cfg.base if Path(self.cfg.base).is_dir() else None
+        if final:
+            import copy
+
+            from ..model.lora import has_lora, merge_lora
+
+            dst = self.out / "final"
+            tmp = self.out / ".final.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            m = copy.deepcopy(self.model).cpu()
+            if has_lora(m):
+                m = merge_lora(m)
+            save_checkpoint(m, tmp, self.stats, tokenizer_dir=tok_dir)
+            self._write_train_meta(tmp)
+            shutil.rmtree(dst, ignore_errors=True)
+            tmp.rename(dst)
+            return dst
+        ck = self.out / "checkpoints"
+        name = f"step_{self.step:06d}"
+        tmp = ck / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_checkpoint(self.model, tmp, self.stats, tokenizer_dir=tok_dir)
+        self._write_train_meta(tmp)
+        torch.save({
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "train_config": asdict(self.cfg),
+        }, tmp / STATE_FILE)
+        dst = ck / name
+        shutil.rmtree(dst, ignore_errors=True)
+        tmp.rename(dst)
+        (ck / (LATEST + ".tmp")).write_text(name)
+        os.replace(ck / (LATEST + ".tmp"), ck / LATEST)
+        old = sorted(p for p in ck.glob("step_*") if p.is_dir())
+        for p in old[: max(0, len(old) - self.cfg.keep_checkpoints)]:
+            shutil.rmtree(p, ignore_errors=True)
+        return dst
+
+    def _write_train_meta(self, d: Path) -> None:
+        info = self.dataset.info.get("vla_adapter_ros", {})
+        (d / "training.json").write_text(json.dumps({
+            "step": self.step, "dataset": str(self.cfg.dataset), "base": self.cfg.base,
+            "action_space": info.get("action_space"), "proprio_layout": info.get("proprio_layout"),
+            "dt": info.get("dt"), "gripper_index": info.get("gripper_index"),
+            "gripper_open_value": info.get("gripper_open_value"), "gripper_closed_value": info.get("gripper_closed_value"),
+            "cameras": self.dataset.cameras, "lora_rank": self.cfg.lora_rank if self.cfg.use_lora else None,
+        }, indent=2))
+
+    def resume(self, path: Optional[Union[str, Path]] = None) -> bool:
+        """Load model/optimizer/scheduler/RNG state from ``path`` or ``checkpoints/latest``; False if none."""
+        from safetensors.torch import load_file
+
+        from ..model.checkpoint import LORA_DIR, MODEL_FILE
+
+        if path is None:
+            latest = self.out / "checkpoints" / LATEST
+            if not latest.is_file():
+                return False
+            path = self.out / "checkpoints" / latest.read_text().strip()
+        path = Path(path)
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        base_sd = load_file(str(path / MODEL_FILE))
+        own = self.model.state_dict()
+        mapped = {}
+        for k in own:
+            plain = k.replace(".base_layer.", ".")
+            if ".lora_" in k:
+                continue
+            if plain in base_sd:
+                mapped[k] = base_sd[plain]
+        lora_file = path / LORA_DIR / "adapter_model.safetensors"
+        if lora_file.is_file():
+            for k, v in load_file(str(lora_file)).items():
+                k2 = k[len("base_model.model."):] if k.startswith("base_model.model.") else k
+                k2 = k2.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
+                mapped[k2] = v
+        missing = [k for k in own if k not in mapped]
+        if missing:
+            raise TrainError(f"{path}: checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+        self.model.load_state_dict(mapped, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        _set_rng_state(state["rng"])
+        self.log(f"[train] resumed from {path} at step {self.step}")
+        return True
+
+    def _metric(self, **kw) -> None:
+        if not self.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "time": time.time(), **kw}) + "\n")
+
+    # ----- main loop -----
+    def fit(self, max_steps: Optional[int] = None) -> Dict[str, Any]:
+        """Train until ``max_steps`` (default cfg.max_steps) optimizer steps; returns a summary."""
+        cfg = self.cfg
+        stop = int(max_steps if max_steps is not None else cfg.max_steps)
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            (self.out / "train_config.yaml").write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
+        acc = cfg.grad_accum
+        loader = self._loader(self.train_batches, self.step * acc, stop * acc)
+        it = iter(loader)
+        bar = None
+        if cfg.progress and self.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=stop, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        history: List[float] = []
+        last_val = None
+        t0 = time.time()
+        while self.step < stop:
+            batches = [next(it) for _ in range(acc)]
+            loss = self.train_step(batches)
+            history.append(loss)
+            lr = self.scheduler.get_last_lr()[0]
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if self.step % cfg.log_every == 0 or self.step == stop:
+                self._metric(train_l1=float(np.mean(history[-cfg.log_every:])), lr=lr)
+            if self.step % cfg.val_every == 0 or self.step == stop:
+                if self.is_main:
+                    last_val = self.validate()
+                    if last_val is not None:
+                        self._metric(val_l1=last_val)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{loss:.4f}", val=f"{last_val:.4f}", lr=f"{lr:.2e}")
+            if self.step % cfg.save_every == 0 and self.step < stop:
+                self.save()
+                self._barrier()
+        if bar is not None:
+            bar.close()
+        final = self.save(final=True) if self.step >= cfg.max_steps else self.save()
+        self._barrier()
+        return {"steps": self.step, "losses": history, "val_l1": last_val, "seconds": time.time() - t0,
+                "checkpoint": str(final) if final else None}
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    d = TrainConfig()
+    parser.add_argument("dataset", help="dataset directory written by `vla-adapter-ros convert`")
+    parser.add_argument("output_dir", help="run directory (checkpoints, final/, metrics.jsonl)")
+    parser.add_argument("--base", default=d.base, help="base checkpoint directory, or a preset name for random init "
+                        f"(default {d.base})")
+    parser.add_argument("--max-steps", type=int, default=d.max_steps)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="per device")
+    parser.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule)
+    parser.add_argument("--warmup-steps", type=int, default=None, help="default 3%% of max steps")
+    parser.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
+    parser.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    parser.add_argument("--no-lora", dest="use_lora", action="store_false", help="full fine-tuning")
+    parser.add_argument("--lora-rank", type=int, default=d.lora_rank)
+    parser.add_argument("--lora-alpha", type=float, default=None, help="default 2 * rank")
+    parser.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    parser.add_argument("--val-every", type=int, default=d.val_every)
+    parser.add_argument("--val-batches", type=int, default=d.val_batches)
+    parser.add_argument("--save-every", type=int, default=d.save_every)
+    parser.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
+    parser.add_argument("--log-every", type=int, default=d.log_every)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--num-workers", type=int, default=d.num_workers)
+    parser.add_argument("--device", default=d.device)
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
+    parser.add_argument("--cameras", nargs="+", default=None, help="dataset camera names, primary first")
+    parser.add_argument("--chunk-len", type=int, default=None, help="actions per chunk (default: the base model's)")
+    parser.add_argument("--no-image-aug", dest="image_aug", action="store_false",
+                        help="no random crop / colour jitter (train on the inference center crop)")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None,
+                        help="resume from OUT/checkpoints/latest (or the given checkpoint directory)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    keys = set(TrainConfig.__dataclass_fields__)
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in keys}).validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args)
+        trainer = Trainer(cfg)
+        if args.resume:
+            found = trainer.resume(None if args.resume == "latest" else args.resume)
+            if not found:
+                trainer.log("[train] nothing to resume from; starting at step 0")
+        summary = trainer.fit()
+    except (TrainError, FileNotFoundError, ValueError) as e:
+        print(f"train: {e}", file=sys.stderr)
+        return 1
+    trainer.log(f"[train] done: {summary['steps']} steps in {summary['seconds']:.1f} s, "
+                f"last train L1 {summary['losses'][-1] if summary['losses'] else float('nan'):.4f}, "
+                f"val L1 {summary['val_l1']}, checkpoint {summary['checkpoint']}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="vla-adapter-ros train", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
