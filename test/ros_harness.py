@@ -41,6 +41,8 @@ def ros_environment(domain_id: int) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         RCUTILS_LOGGING_BUFFERED_STREAM="0",
         RCUTILS_COLORIZED_OUTPUT="0",
+        # Several nodes share 2 cores in CI: one math thread each keeps them from starving each other.
+        OMP_NUM_THREADS="1",
     )
     prefix = Path(sys.prefix)
     if (prefix / "share" / "ament_index").is_dir():
