@@ -7,7 +7,7 @@ Camera frames encode their index in the pixel values (``frame % 256`` in every p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.time import Time
 
@@ -37,3 +39,41 @@ def fatal(node: Node | None, message: str) -> int:
         node.get_logger().fatal(message)
     print(f"[FATAL] {message}", file=sys.stderr, flush=True)
     return 1
+
+
+def run_node(
+    make_node: Callable[[], Node],
+    name: str,
+    argv: list[str] | None = None,
+    setup: Callable[[Node], None] | None = None,
+    teardown: Callable[[Node], None] | None = None,
+    num_threads: int = 2,
+) -> int:
+    """The whole life of a node process: init, build + `setup` (any failure: one clear line and exit
+    code 1, never a hang), spin a multi-threaded executor until Ctrl-C / shutdown, `teardown`,
+    clean up. Returns the process exit code."""
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        node = make_node()
+        if setup is not None:
+            setup(node)
+    except Exception as exc:
+        code = fatal(node, f"{name}: cannot start: {type(exc).__name__}: {exc}")
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        return code
+    executor = MultiThreadedExecutor(num_threads=num_threads)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if teardown is not None:
+            teardown(node)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -17,9 +17,7 @@ import math
 import sys
 import time
 
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -29,7 +27,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_adapter_ros.control import Chunk, ExecutorCore, load_robot_limits, reorder_joint_state, stamp_to_seconds
 from vla_adapter_ros.msg import ActionChunk, ExecutorStatus
-from vla_adapter_ros.nodes.common import declare, fatal, now_seconds
+from vla_adapter_ros.nodes.common import declare, now_seconds, run_node
 
 OUTPUTS = ("jtc", "forward", "sim")
 GRIPPER_OUTPUTS = ("none", "topic", "franka")
@@ -281,24 +279,7 @@ class ExecutorNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    try:
-        node = ExecutorNode()
-    except Exception as exc:  # bad parameters or limits: one clear line, non-zero exit
-        code = fatal(None, f"executor_node: cannot start: {type(exc).__name__}: {exc}")
-        rclpy.try_shutdown()
-        return code
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(ExecutorNode, "executor_node", argv)
 
 
 if __name__ == "__main__":

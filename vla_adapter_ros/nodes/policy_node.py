@@ -21,7 +21,6 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -33,7 +32,7 @@ from vla_adapter_ros.action import ExecuteInstruction
 from vla_adapter_ros.inference.io_spec import IOSpec, IOSpecError, build_proprio
 from vla_adapter_ros.inference.worker import InferenceWorker
 from vla_adapter_ros.msg import ActionChunk, PolicyStatus
-from vla_adapter_ros.nodes.common import declare, fatal, now_seconds, seconds_to_stamp, stamp_seconds
+from vla_adapter_ros.nodes.common import declare, now_seconds, run_node, seconds_to_stamp, stamp_seconds
 from vla_adapter_ros.observation import (
     ImageDecodeError,
     InputRejected,
@@ -468,28 +467,11 @@ def _quaternion_to_axis_angle(x: float, y: float, z: float, w: float) -> np.ndar
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = PolicyNode()
-    try:
+    def setup(node: PolicyNode) -> None:
         node.load()
-    except Exception as exc:  # any load failure: one clear line, non-zero exit, no hang
-        code = fatal(node, f"policy_node: cannot start: {type(exc).__name__}: {exc}")
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return code
-    node.start()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.shutdown()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        node.start()
+
+    return run_node(PolicyNode, "policy_node", argv, setup=setup, teardown=PolicyNode.shutdown, num_threads=4)
 
 
 if __name__ == "__main__":

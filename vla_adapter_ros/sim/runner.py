@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vla_adapter_ros.sim.env import GRIPPER_MAX_WIDTH_M, FrankaSimEnv
-from vla_adapter_ros.sim.expert import HoldPolicy, ScriptedExpert
+from vla_adapter_ros.sim.expert import ScriptedExpert
 from vla_adapter_ros.sim.tasks import get_task
 
 

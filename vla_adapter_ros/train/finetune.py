@@ -30,7 +30,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -256,7 +256,7 @@ def build_training_model(cfg: TrainConfig, platform: Dict[str, Any], log=print):
     """Base model (preset or checkpoint) adapted to the dataset's action/proprio widths, with LoRA."""
     from ..model.checkpoint import load_checkpoint
     from ..model.config import get_config
-    from ..model.lora import apply_lora, set_trainable
+    from ..model.lora import apply_lora
     from ..model.vla import VLAAdapter
 
     base = Path(cfg.base)
