@@ -52,7 +52,7 @@ def test_closed_loop_episode_moves_within_limits_and_estop_stops_it(processes, r
     node.create_subscription(ExecutorStatus, "/vla/executor/status", status.append, 10)
     instruction = node.create_publisher(String, "/vla/instruction", 10)
 
-    assert spin_until(executor, lambda: status and status[-1].state == "running", 60), \
+    assert spin_until(executor, lambda: status and status[-1].state == "running" and states, 60), \
         status[-1] if status else children["executor_node"].output()
     ready = np.array(LIMITS.start_pose)
     assert np.max(np.abs(np.array(states[-1].position[:7]) - ready)) < 0.01  # sim starts at the ready pose

@@ -51,6 +51,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 # what it imports, e.g. torch) is imported only when its subcommand runs.
 LAZY_COMMANDS = {
     "demo": ("vla_adapter_ros.demo", "run the whole stack in the MuJoCo simulation: episodes, GIFs, plots"),
+    "collect": ("vla_adapter_ros.collect", "record scripted-expert demonstrations in simulation (one bag per episode)"),
     "convert": ("vla_adapter_ros.data.convert", "convert recorded rosbags into a LeRobot-layout training set"),
     "train": ("vla_adapter_ros.train.finetune", "fine-tune (LoRA on the backbone + full policy) on a dataset"),
 }
