@@ -21,9 +21,12 @@ from ros_harness import ProcessGroup, ros_environment, unique_domain_id  # noqa:
 def ros_domain(monkeypatch) -> int:
     """A DDS domain of this test alone, set for the test process too (LOCALHOST discovery)."""
     domain_id = unique_domain_id()
-    for key, value in ros_environment(domain_id).items():
+    env = ros_environment(domain_id)
+    for key, value in env.items():
         if os.environ.get(key) != value:
             monkeypatch.setenv(key, value)
+    for key in set(os.environ) - set(env):
+        monkeypatch.delenv(key)
     return domain_id
 
 

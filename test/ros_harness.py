@@ -37,13 +37,13 @@ def ros_environment(domain_id: int) -> dict[str, str]:
     env.update(
         ROS_DOMAIN_ID=str(domain_id),
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_LOCALHOST_ONLY="0",  # deprecated variable; must not contradict the range above
         PYTHONUNBUFFERED="1",
         RCUTILS_LOGGING_BUFFERED_STREAM="0",
         RCUTILS_COLORIZED_OUTPUT="0",
-        # Several nodes share 2 cores in CI: one math thread each keeps them from starving each other.
-        OMP_NUM_THREADS="1",
     )
+    # The deprecated ROS_LOCALHOST_ONLY must be unset: set at all (even to 0) next to the discovery
+    # range, it made a sim + recorder stack ~12x slower (busy CPU) with the Kilted wheels.
+    env.pop("ROS_LOCALHOST_ONLY", None)
     prefix = Path(sys.prefix)
     if (prefix / "share" / "ament_index").is_dir():
         paths = [str(prefix)] + [p for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]

@@ -6,7 +6,7 @@ import sys
 from typing import Any, Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.time import Time
 
@@ -50,8 +50,8 @@ def run_node(
     num_threads: int = 2,
 ) -> int:
     """The whole life of a node process: init, build + `setup` (any failure: one clear line and exit
-    code 1, never a hang), spin a multi-threaded executor until Ctrl-C / shutdown, `teardown`,
-    clean up. Returns the process exit code."""
+    code 1, never a hang), spin an executor (`num_threads` 1: single-threaded) until Ctrl-C /
+    shutdown, `teardown`, clean up. Returns the process exit code."""
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = None
     try:
@@ -64,7 +64,7 @@ def run_node(
             node.destroy_node()
         rclpy.try_shutdown()
         return code
-    executor = MultiThreadedExecutor(num_threads=num_threads)
+    executor = SingleThreadedExecutor() if num_threads == 1 else MultiThreadedExecutor(num_threads=num_threads)
     executor.add_node(node)
     try:
         executor.spin()

@@ -279,7 +279,9 @@ class ExecutorNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_node(ExecutorNode, "executor_node", argv)
+    # Single-threaded: every callback is in one mutually exclusive group (they never race the tick),
+    # and rclpy's MultiThreadedExecutor busy-spins while a callback of a busy group waits.
+    return run_node(ExecutorNode, "executor_node", argv, num_threads=1)
 
 
 if __name__ == "__main__":
