@@ -41,8 +41,7 @@ def ros_environment(domain_id: int) -> dict[str, str]:
         RCUTILS_LOGGING_BUFFERED_STREAM="0",
         RCUTILS_COLORIZED_OUTPUT="0",
     )
-    # The deprecated ROS_LOCALHOST_ONLY must be unset: set at all (even to 0) next to the discovery
-    # range, it made a sim + recorder stack ~12x slower (busy CPU) with the Kilted wheels.
+    # ROS_LOCALHOST_ONLY is deprecated in favour of the discovery range: leave it unset.
     env.pop("ROS_LOCALHOST_ONLY", None)
     prefix = Path(sys.prefix)
     if (prefix / "share" / "ament_index").is_dir():
