@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from vla_adapter_ros.inference.io_spec import IOSpec, IOSpecError, build_proprio
+from vla_adapter_ros.inference.io_spec import IOSpec, IOSpecError, build_proprio, io_from_checkpoint
 from vla_adapter_ros.inference.worker import InferenceWorker, LatencyWindow
 
 
@@ -177,3 +177,23 @@ def test_engine_missing_checkpoint_is_a_clear_error(tmp_path):
         if torch.cuda.is_available():
             pytest.skip("has CUDA")
         InferenceEngine.load(device="cuda")
+
+
+def test_io_from_our_checkpoints_training_json(tmp_path):
+    import json
+
+    assert io_from_checkpoint(tmp_path) is None  # e.g. an official release: node parameters apply
+    (tmp_path / "training.json").write_text(json.dumps({
+        "step": 30, "action_space": "joint_position", "proprio_layout": "joints_fingers", "dt": 0.1,
+        "gripper_index": 7, "gripper_open_value": 1.0, "gripper_closed_value": 0.0, "lora_rank": 64}))
+    io = io_from_checkpoint(tmp_path)
+    assert io == {"action_space": "joint_position", "dt": 0.1, "gripper_index": 7, "gripper_open_value": 1.0,
+                  "gripper_closed_value": 0.0, "proprio_layout": "joints_fingers", "action_scale": []}
+    spec = IOSpec(action_dim=8, **io)
+    assert spec.arm_dim == 7 and spec.action_scale == [1.0] * 7
+    (tmp_path / "training.json").write_text("{not json")
+    with pytest.raises(IOSpecError, match="cannot read"):
+        io_from_checkpoint(tmp_path)
+    (tmp_path / "training.json").write_text('{"dt": 0.1}')
+    with pytest.raises(IOSpecError, match="missing"):
+        io_from_checkpoint(tmp_path)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 ACTION_SPACES = ("joint_position", "joint_delta", "eef_delta")
@@ -135,3 +138,28 @@ def build_proprio(
     if not np.all(np.isfinite(out)):
         raise IOSpecError(f"proprio has non-finite values: {out.tolist()}")
     return out
+
+
+IO_KEYS = ("action_space", "dt", "gripper_index", "gripper_open_value", "gripper_closed_value", "proprio_layout")
+
+
+def io_from_checkpoint(checkpoint_dir) -> dict | None:
+    """The I/O description our trainer writes next to a checkpoint (`training.json`), as IOSpec
+    keyword arguments, or None when the directory has none (e.g. an official release).
+
+    A dataset converted by `vla-adapter-ros convert` is in SI units, so `action_scale` is 1.
+    Raises IOSpecError for an unreadable or inconsistent file.
+    """
+    path = Path(checkpoint_dir) / "training.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IOSpecError(f"{path}: cannot read: {exc}") from exc
+    missing = [k for k in ("action_space", "dt", "proprio_layout") if k not in data]
+    if missing:
+        raise IOSpecError(f"{path}: missing {missing}")
+    io = {k: data[k] for k in IO_KEYS if k in data}
+    io["action_scale"] = []
+    return io

@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_adapter_ros.action import ExecuteInstruction
-from vla_adapter_ros.inference.io_spec import IOSpec, IOSpecError, build_proprio
+from vla_adapter_ros.inference.io_spec import IOSpec, IOSpecError, build_proprio, io_from_checkpoint
 from vla_adapter_ros.inference.worker import InferenceWorker
 from vla_adapter_ros.msg import ActionChunk, PolicyStatus
 from vla_adapter_ros.nodes.common import declare, now_seconds, run_node, seconds_to_stamp, stamp_seconds
@@ -83,7 +83,9 @@ DEFAULTS = {
     "status_topic": "/vla/policy/status",
     "status_rate_hz": 2.0,
     "frame_id": "base",
-    # meaning of the model's numbers (see inference/io_spec.py)
+    # meaning of the model's numbers (see inference/io_spec.py); a checkpoint made by our trainer
+    # carries them in training.json, which wins when io_from_checkpoint is true
+    "io_from_checkpoint": True,
     "action_space": "eef_delta",
     "dt": 0.05,
     "has_gripper": True,
@@ -139,14 +141,18 @@ class PolicyNode(Node):
             self.get_logger().warning(
                 f"RANDOM WEIGHTS ({self.engine.model_id}): actions are meaningless; for tests and demos only"
             )
-        self.io = IOSpec(
-            action_space=p["action_space"], dt=float(p["dt"]), action_dim=self.engine.action_dim,
+        io = dict(
+            action_space=p["action_space"], dt=float(p["dt"]),
             gripper_index=int(p["gripper_index"]) if p["has_gripper"] else None,
             gripper_open_value=float(p["gripper_open_value"]),
             gripper_closed_value=float(p["gripper_closed_value"]),
-            proprio_layout=p["proprio_layout"], arm_names=arm_names,
-            action_scale=[float(x) for x in p["action_scale"] if x],
+            proprio_layout=p["proprio_layout"], action_scale=[float(x) for x in p["action_scale"] if x],
         )
+        trained = io_from_checkpoint(p["checkpoint"]) if p["checkpoint"] and p["io_from_checkpoint"] else None
+        if trained is not None:  # our own checkpoints say what their numbers mean
+            io.update(trained)
+            self.get_logger().info(f"action/proprio spec from the checkpoint's training.json: {trained}")
+        self.io = IOSpec(action_dim=self.engine.action_dim, arm_names=arm_names, **io)
         if self.io.proprio_dim != self.engine.proprio_dim:
             raise IOSpecError(
                 f"proprio_layout {self.io.proprio_layout!r} gives {self.io.proprio_dim} values, "
