@@ -98,8 +98,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"collect: {exc}")
         return 2
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
     from rosgraph_msgs.msg import Clock
@@ -108,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vla_adapter_ros.srv import ResetEpisode, SetInstruction
-    from vla_adapter_ros.supervisor import Supervisor
+    from vla_adapter_ros.stack_session import StackSession
 
     out_dir = Path(args.output).expanduser().resolve()
     bags = out_dir / "bags"
@@ -116,23 +114,19 @@ def run(args: argparse.Namespace) -> int:
     params = out_dir / "collect_params.yaml"
     params.write_text(_params_yaml(args, bags))
     log_path = out_dir / "nodes.log"
-    log = open(log_path, "a")
-    supervisor = Supervisor(_node_specs(params), out=log)
-    stack_code: dict[str, int] = {}
-    stack_thread = threading.Thread(target=lambda: stack_code.setdefault("code", supervisor.run()), daemon=True)
-    print(f"starting sim (expert) + recorder (logs: {log_path})", flush=True)
-    stack_thread.start()
-
     interrupted = threading.Event()
 
     def on_signal(*_):
         interrupted.set()
 
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C is ours: clean episode end
+    session = StackSession(_node_specs(params), log_path, "vla_collect", log_mode="a", interrupted=interrupted,
+                           # Ctrl-C is ours: it ends the episode cleanly
+                           rclpy_init_kwargs={"signal_handler_options": SignalHandlerOptions.NO})
+    print(f"starting sim (expert) + recorder (logs: {log_path})", flush=True)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    node = rclpy.create_node("vla_collect")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    session.start()
+    node = session.node
+    spin_until, call = session.spin_until, session.call
     # success counts only after a False seen since the reset (a True of the previous episode may be in flight)
     state = {"success": False, "armed": False, "sim_time": None}
 
@@ -148,22 +142,6 @@ def run(args: argparse.Namespace) -> int:
     start = node.create_client(SetInstruction, "/recorder_node/start")
     stop = node.create_client(SetBool, "/recorder_node/stop")
     discard = node.create_client(Trigger, "/recorder_node/discard")
-
-    def spin_until(predicate, timeout, interruptible=True):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            if "code" in stack_code or (interruptible and interrupted.is_set()):
-                return False
-            executor.spin_once(timeout_sec=0.02)
-        return predicate()
-
-    def call(client, request, timeout=30.0, interruptible=True):
-        future = client.call_async(request)
-        if not spin_until(future.done, timeout, interruptible):
-            raise RuntimeError(f"{client.srv_name}: no answer within {timeout} s")
-        return future.result()
 
     def sim_wait(seconds):  # simulated seconds (the sim may run slower than real time)
         if state["sim_time"] is None:
@@ -208,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
                 t0_wall = time.monotonic()
                 done = spin_until(lambda: state["success"] or (state["sim_time"] or 0.0) - t0_sim >= limits[task],
                                   60.0 + 20.0 * limits[task])
-                if interrupted.is_set() or "code" in stack_code:
+                if interrupted.is_set() or session.stack_exited:
                     raise KeyboardInterrupt
                 ok = bool(state["success"])
                 if not done:
@@ -233,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(1)
     except KeyboardInterrupt:
         if not code:
-            print("collect: interrupted" if interrupted.is_set() or "code" not in stack_code
+            print("collect: interrupted" if interrupted.is_set() or not session.stack_exited
                   else f"collect: a node exited (see {log_path})")
             code = 130 if interrupted.is_set() else 1
     except RuntimeError as exc:
@@ -242,18 +220,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-        if recording and "code" not in stack_code:
+        if recording and not session.stack_exited:
             try:
                 call(discard, Trigger.Request(), timeout=5.0, interruptible=False)
                 print("collect: discarded the episode being recorded")
             except Exception:
                 pass
-        node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
-        supervisor.request_stop()
-        stack_thread.join(30.0)
-        log.close()
+        session.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
 

@@ -45,13 +45,25 @@ class _Recorder:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.clear()
+        self.frames: dict[str, list[np.ndarray]] = {"agentview": [], "wrist": []}
+        self.measured: list[tuple[float, np.ndarray]] = []
+        self.commanded: list[tuple[float, np.ndarray]] = []
 
     def clear(self):
-        with getattr(self, "lock", threading.Lock()):
-            self.frames: dict[str, list[np.ndarray]] = {"agentview": [], "wrist": []}
-            self.measured: list[tuple[float, np.ndarray]] = []
-            self.commanded: list[tuple[float, np.ndarray]] = []
+        with self.lock:
+            self.frames = {"agentview": [], "wrist": []}
+            self.measured, self.commanded = [], []
+
+
+def _write_media(out_dir: Path, episode: int, rec: _Recorder, title: str, entry: dict) -> None:
+    """GIF of both cameras and the joint plot of one episode; their names go into `entry`."""
+    with rec.lock:
+        gif = out_dir / f"episode_{episode:02d}.gif"
+        if _write_gif(gif, rec.frames):
+            entry["gif"] = gif.name
+        plot = out_dir / f"joints_{episode:02d}.png"
+        if _write_plot(plot, rec.measured, rec.commanded, [f"fr3_joint{j}" for j in range(1, 8)], title):
+            entry["plot"] = plot.name
 
 
 def _write_gif(path: Path, frames: dict[str, list[np.ndarray]], fps: float = 10.0) -> bool:
@@ -95,18 +107,17 @@ def _write_plot(path: Path, measured, commanded, names, title: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # a demo talks to itself
-    import rclpy
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image, JointState
     from std_srvs.srv import SetBool
     from tqdm import tqdm
     from trajectory_msgs.msg import JointTrajectory
 
     from vla_adapter_ros.action import ExecuteInstruction
-    from vla_adapter_ros.supervisor import Supervisor, load_stack
     from vla_adapter_ros.srv import ResetEpisode
+    from vla_adapter_ros.stack_session import StackSession
+    from vla_adapter_ros.supervisor import load_stack
 
     out_dir = Path(args.output).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,18 +129,8 @@ def run(args: argparse.Namespace) -> int:
         f"    checkpoint: {json.dumps(str(Path(args.checkpoint).expanduser().resolve()) if args.checkpoint else '')}\n"
         f"    default_max_duration: {float(args.max_duration)}\n"
     )
-    log_path = out_dir / "nodes.log"
-    log = open(log_path, "w")
-    supervisor = Supervisor(load_stack(_stack_file()), extra_params=[overrides], out=log)
-    stack_code: dict[str, int] = {}
-    stack_thread = threading.Thread(target=lambda: stack_code.setdefault("code", supervisor.run()), daemon=True)
-    print(f"starting sim + policy + executor (logs: {log_path})", flush=True)
-    stack_thread.start()
-
-    rclpy.init()
-    node = rclpy.create_node("vla_demo")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    session = StackSession(load_stack(_stack_file()), out_dir / "nodes.log", "vla_demo", extra_params=[overrides])
+    print(f"starting sim + policy + executor (logs: {session.log_path})", flush=True)
     rec = _Recorder()
     state = {"recording": False}
 
@@ -153,94 +154,68 @@ def run(args: argparse.Namespace) -> int:
                 if rec.measured:
                     rec.commanded.append((rec.measured[-1][0], np.array(msg.points[0].positions)))
 
-    node.create_subscription(Image, "/camera/agentview/image_raw", on_image("agentview"), 10)
-    node.create_subscription(Image, "/camera/wrist/image_raw", on_image("wrist"), 10)
-    node.create_subscription(JointState, "/joint_states", on_joints, 50)
-    node.create_subscription(JointTrajectory, "/fr3_arm_controller/joint_trajectory", on_command, 50)
-    reset = node.create_client(ResetEpisode, "/sim_node/reset_episode")
-    enable = node.create_client(SetBool, "/executor_node/enable")
-    goal_client = ActionClient(node, ExecuteInstruction, "/policy_node/execute_instruction")
-
-    def spin_until(predicate, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            if "code" in stack_code:
-                return False  # the stack died
-            executor.spin_once(timeout_sec=0.05)
-        return predicate()
-
-    def call(client, request, timeout=30.0):
-        future = client.call_async(request)
-        if not spin_until(future.done, timeout):
-            raise RuntimeError(f"no answer from {client.srv_name}")
-        return future.result()
-
     results = []
     code = 0
-    try:
-        ready = spin_until(lambda: reset.service_is_ready() and enable.service_is_ready()
-                           and goal_client.server_is_ready(), args.startup_timeout)
-        if not ready:
-            raise RuntimeError(f"the nodes did not come up within {args.startup_timeout:.0f} s; see {log_path}")
-        log.flush()
-        if "RANDOM WEIGHTS" in log_path.read_text():
-            print("NOTE: no trained checkpoint given: the policy has RANDOM WEIGHTS, so episodes are expected "
-                  "to fail; the demo shows the plumbing (pass --checkpoint DIR for a trained model)", flush=True)
-        bar = tqdm(range(args.episodes), desc="episodes", unit="ep")
-        for i in bar:
-            seed = args.seed + i
-            call(enable, SetBool.Request(data=False))
-            spin_until(lambda: False, 0.5)  # let the reference come to rest before teleporting the arm
-            episode = call(reset, ResetEpisode.Request(task=args.task, seed=seed))
-            if not episode.success:
-                raise RuntimeError(f"reset failed: {episode.message}")
-            spin_until(lambda: False, 0.3)
-            enabled = call(enable, SetBool.Request(data=True))
-            if not enabled.success:
-                raise RuntimeError(f"executor refused to enable: {enabled.message}")
-            rec.clear()
-            state["recording"] = True
-            start = time.monotonic()
-            send = goal_client.send_goal_async(ExecuteInstruction.Goal(instruction=episode.instruction,
-                                                                       max_duration=args.max_duration))
-            if not spin_until(send.done, 30) or not send.result().accepted:
-                raise RuntimeError("the policy rejected the goal")
-            result_future = send.result().get_result_async()
-            if not spin_until(result_future.done, args.max_duration * 20 + 60):
-                raise RuntimeError("the episode did not end")
+    with session:
+        node = session.node
+        node.create_subscription(Image, "/camera/agentview/image_raw", on_image("agentview"), 10)
+        node.create_subscription(Image, "/camera/wrist/image_raw", on_image("wrist"), 10)
+        node.create_subscription(JointState, "/joint_states", on_joints, 50)
+        node.create_subscription(JointTrajectory, "/fr3_arm_controller/joint_trajectory", on_command, 50)
+        reset = node.create_client(ResetEpisode, "/sim_node/reset_episode")
+        enable = node.create_client(SetBool, "/executor_node/enable")
+        goal_client = ActionClient(node, ExecuteInstruction, "/policy_node/execute_instruction")
+        try:
+            ready = session.spin_until(lambda: reset.service_is_ready() and enable.service_is_ready()
+                                       and goal_client.server_is_ready(), args.startup_timeout)
+            if not ready:
+                raise RuntimeError(f"the nodes did not come up within {args.startup_timeout:.0f} s; "
+                                   f"see {session.log_path}")
+            session.log.flush()
+            if "RANDOM WEIGHTS" in session.log_path.read_text():
+                print("NOTE: no trained checkpoint given: the policy has RANDOM WEIGHTS, so episodes are expected "
+                      "to fail; the demo shows the plumbing (pass --checkpoint DIR for a trained model)", flush=True)
+            bar = tqdm(range(args.episodes), desc="episodes", unit="ep")
+            for i in bar:
+                seed = args.seed + i
+                session.call(enable, SetBool.Request(data=False))
+                session.spin_until(lambda: False, 0.5)  # the reference comes to rest before the arm is teleported
+                episode = session.call(reset, ResetEpisode.Request(task=args.task, seed=seed))
+                if not episode.success:
+                    raise RuntimeError(f"reset failed: {episode.message}")
+                session.spin_until(lambda: False, 0.3)
+                enabled = session.call(enable, SetBool.Request(data=True))
+                if not enabled.success:
+                    raise RuntimeError(f"executor refused to enable: {enabled.message}")
+                rec.clear()
+                state["recording"] = True
+                start = time.monotonic()
+                send = goal_client.send_goal_async(ExecuteInstruction.Goal(instruction=episode.instruction,
+                                                                           max_duration=args.max_duration))
+                if not session.spin_until(send.done, 30) or not send.result().accepted:
+                    raise RuntimeError("the policy rejected the goal")
+                result_future = send.result().get_result_async()
+                if not session.spin_until(result_future.done, args.max_duration * 20 + 60):
+                    raise RuntimeError("the episode did not end")
+                state["recording"] = False
+                outcome = result_future.result()
+                success = outcome.status == GoalStatus.STATUS_SUCCEEDED and outcome.result.success
+                entry = {"episode": i, "task": args.task, "seed": seed, "instruction": episode.instruction,
+                         "success": bool(success), "sim_seconds": round(outcome.result.elapsed, 2),
+                         "wall_seconds": round(time.monotonic() - start, 2), "chunks": int(outcome.result.chunks),
+                         "message": outcome.result.message}
+                if not args.no_media:
+                    _write_media(out_dir, i, rec, f"{args.task} seed {seed}: {'success' if success else 'failure'}",
+                                 entry)
+                results.append(entry)
+                bar.write(f"episode {i}: {args.task} seed {seed}: {'SUCCESS' if success else 'FAILURE'} "
+                          f"({entry['sim_seconds']} s sim, {entry['chunks']} chunks) - {entry['message']}")
+            session.call(enable, SetBool.Request(data=False))
+        except (RuntimeError, KeyboardInterrupt) as exc:
+            print(f"demo stopped: {exc or 'interrupted'}", flush=True)
+            code = 1
+        finally:
             state["recording"] = False
-            outcome = result_future.result()
-            success = outcome.status == GoalStatus.STATUS_SUCCEEDED and outcome.result.success
-            entry = {"episode": i, "task": args.task, "seed": seed, "instruction": episode.instruction,
-                     "success": bool(success), "sim_seconds": round(outcome.result.elapsed, 2),
-                     "wall_seconds": round(time.monotonic() - start, 2), "chunks": int(outcome.result.chunks),
-                     "message": outcome.result.message}
-            if not args.no_media:
-                with rec.lock:
-                    gif = out_dir / f"episode_{i:02d}.gif"
-                    plot = out_dir / f"joints_{i:02d}.png"
-                    if _write_gif(gif, rec.frames):
-                        entry["gif"] = gif.name
-                    names = [f"fr3_joint{j}" for j in range(1, 8)]
-                    if _write_plot(plot, rec.measured, rec.commanded, names,
-                                   f"{args.task} seed {seed}: {'success' if success else 'failure'}"):
-                        entry["plot"] = plot.name
-            results.append(entry)
-            bar.write(f"episode {i}: {args.task} seed {seed}: {'SUCCESS' if success else 'FAILURE'} "
-                      f"({entry['sim_seconds']} s sim, {entry['chunks']} chunks) - {entry['message']}")
-        call(enable, SetBool.Request(data=False))
-    except (RuntimeError, KeyboardInterrupt) as exc:
-        print(f"demo stopped: {exc or 'interrupted'}", flush=True)
-        code = 1
-    finally:
-        state["recording"] = False
-        supervisor.request_stop()
-        stack_thread.join(60)
-        node.destroy_node()
-        rclpy.try_shutdown()
-        log.close()
     rate = sum(r["success"] for r in results) / len(results) if results else 0.0
     summary = {"task": args.task, "episodes": results, "success_rate": rate,
                "checkpoint": args.checkpoint or "random weights"}
