@@ -6,14 +6,21 @@ import sys
 from typing import Any, Callable
 
 import rclpy
+from builtin_interfaces.msg import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.time import Time
 
 
 def stamp_seconds(stamp) -> float:
-    """builtin_interfaces/Time -> float seconds."""
+    """builtin_interfaces/Time or Duration -> float seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def seconds_to_duration(seconds: float) -> Duration:
+    """Float seconds (>= 0) -> builtin_interfaces/Duration (nanosec always < 1e9)."""
+    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    return Duration(sec=sec, nanosec=nanosec)
 
 
 def seconds_to_stamp(seconds: float):

@@ -25,9 +25,9 @@ from std_msgs.msg import Float64, Float64MultiArray, Header
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from vla_adapter_ros.control import Chunk, ExecutorCore, load_robot_limits, reorder_joint_state, stamp_to_seconds
+from vla_adapter_ros.control import Chunk, ExecutorCore, load_robot_limits, reorder_joint_state
 from vla_adapter_ros.msg import ActionChunk, ExecutorStatus
-from vla_adapter_ros.nodes.common import declare, now_seconds, run_node
+from vla_adapter_ros.nodes.common import declare, now_seconds, run_node, seconds_to_duration, stamp_seconds
 
 OUTPUTS = ("jtc", "forward", "sim")
 GRIPPER_OUTPUTS = ("none", "topic", "franka")
@@ -165,13 +165,13 @@ class ExecutorNode(Node):
     def _on_joint_state(self, msg: JointState) -> None:
         # Joint states may arrive split (arm and gripper separately): merge by name.
         if len(msg.position) != len(msg.name):
-            self.core.on_joint_state([float("nan")], stamp_to_seconds(msg.header.stamp.sec, msg.header.stamp.nanosec))
+            self.core.on_joint_state([float("nan")], stamp_seconds(msg.header.stamp))
             return
         self._joint_cache.update(zip(msg.name, msg.position))
         if not any(n in self.limits.joint_names for n in msg.name):
             return
         q = reorder_joint_state(list(self._joint_cache), list(self._joint_cache.values()), self.limits.joint_names)
-        stamp = stamp_to_seconds(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        stamp = stamp_seconds(msg.header.stamp)
         if q is None:
             return
         self.core.on_joint_state(q, stamp)
@@ -183,7 +183,7 @@ class ExecutorNode(Node):
     def _on_chunk(self, msg: ActionChunk) -> None:
         now = self._now()
         try:
-            chunk = Chunk.from_flat(stamp_to_seconds(msg.header.stamp.sec, msg.header.stamp.nanosec), msg.dt,
+            chunk = Chunk.from_flat(stamp_seconds(msg.header.stamp), msg.dt,
                                     msg.action_space, list(msg.names), msg.horizon, msg.action_dim,
                                     msg.actions, list(msg.gripper), msg.sequence)
         except ValueError as exc:
@@ -232,8 +232,7 @@ class ExecutorNode(Node):
         for point in command.points:
             out = JointTrajectoryPoint(positions=point.positions.tolist(), velocities=point.velocities.tolist(),
                                        accelerations=point.accelerations.tolist())
-            out.time_from_start.sec = int(point.time_from_start)
-            out.time_from_start.nanosec = int(round((point.time_from_start % 1.0) * 1e9))
+            out.time_from_start = seconds_to_duration(point.time_from_start)
             traj.points.append(out)
         return traj
 

@@ -32,7 +32,14 @@ from vla_adapter_ros.action import ExecuteInstruction
 from vla_adapter_ros.inference.io_spec import IOSpec, IOSpecError, build_proprio, io_from_checkpoint
 from vla_adapter_ros.inference.worker import InferenceWorker
 from vla_adapter_ros.msg import ActionChunk, PolicyStatus
-from vla_adapter_ros.nodes.common import declare, now_seconds, run_node, seconds_to_stamp, stamp_seconds
+from vla_adapter_ros.nodes.common import (
+    declare,
+    now_seconds,
+    run_node,
+    seconds_to_duration,
+    seconds_to_stamp,
+    stamp_seconds,
+)
 from vla_adapter_ros.observation import (
     ImageDecodeError,
     InputRejected,
@@ -324,6 +331,7 @@ class PolicyNode(Node):
         self._success_flag = False
         ok, message = self._set_instruction(request.instruction)
         # Durations in the node's clock: simulation time when use_sim_time is on.
+        goal_instruction = validate_instruction(request.instruction, int(self.p["max_instruction_chars"])) if ok else None
         start, first_chunk = now_seconds(self), self.chunks_published
         result = ExecuteInstruction.Result()
         state = "running"
@@ -349,7 +357,7 @@ class PolicyNode(Node):
                 goal_handle.abort()
                 result.success, result.message = False, f"no success within {limit:.1f} s"
                 break
-            if self.instruction != validate_instruction(request.instruction, 10**6):
+            if self.instruction != goal_instruction:
                 self._stop_policy("instruction replaced")
                 goal_handle.abort()
                 result.success, result.message = False, "instruction replaced by another request"
@@ -427,9 +435,7 @@ class PolicyNode(Node):
             traj.joint_names = list(self.io.arm_names)
             for i, row in enumerate(arm):
                 t = i * self.io.dt
-                point = JointTrajectoryPoint(positions=row.tolist())
-                point.time_from_start.sec, point.time_from_start.nanosec = int(t), int(round((t % 1) * 1e9))
-                traj.points.append(point)
+                traj.points.append(JointTrajectoryPoint(positions=row.tolist(), time_from_start=seconds_to_duration(t)))
             self.trajectory_pub.publish(traj)
         with self._lock:
             self.sequence += 1

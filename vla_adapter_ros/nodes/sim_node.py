@@ -30,7 +30,6 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
-from builtin_interfaces.msg import Duration  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -40,7 +39,13 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64, Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
-from vla_adapter_ros.nodes.common import declare, run_node, seconds_to_stamp, stamp_seconds  # noqa: E402
+from vla_adapter_ros.nodes.common import (  # noqa: E402
+    declare,
+    run_node,
+    seconds_to_duration,
+    seconds_to_stamp,
+    stamp_seconds,
+)
 from vla_adapter_ros.srv import ResetEpisode  # noqa: E402
 
 DEFAULTS = {
@@ -148,7 +153,7 @@ class SimNode(Node):
         try:
             if not msg.points:
                 raise ValueError("no points")
-            times = [pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points]
+            times = [stamp_seconds(pt.time_from_start) for pt in msg.points]
             positions = [self._reorder(msg.joint_names, pt.positions) for pt in msg.points]
             velocities = ([self._reorder(msg.joint_names, pt.velocities) for pt in msg.points]
                           if all(len(pt.velocities) for pt in msg.points) else None)
@@ -269,7 +274,7 @@ class SimNode(Node):
         msg.points = [JointTrajectoryPoint(positions=q.tolist(), velocities=qd.tolist())]
         for k, point in enumerate(msg.points, start=1):
             t = k * dt
-            point.time_from_start = Duration(sec=int(t), nanosec=int(round((t - int(t)) * 1e9)))
+            point.time_from_start = seconds_to_duration(t)
         self._expert_out = (msg, Float64(data=float(np.clip(closure, 0.0, 1.0))))
 
     # ------------------------------------------------------------------ physics loop
