@@ -73,11 +73,9 @@ def _params_yaml(args: argparse.Namespace, bags: Path) -> str:
 def _node_specs(params: Path):
     from vla_adapter_ros.supervisor import NodeSpec
 
-    config = Path(__file__).resolve().parent.parent / "config"
-    if not (config / "sim.yaml").is_file():
-        from ament_index_python.packages import get_package_share_directory  # installed package
+    from vla_adapter_ros.paths import config_dir
 
-        config = Path(get_package_share_directory("vla_adapter_ros")) / "config"
+    config = config_dir()
     recorder_defaults = [config / "recorder.yaml"] if (config / "recorder.yaml").is_file() else []
     return [
         NodeSpec("sim_node", "vla_adapter_ros.nodes.sim_node", [config / "sim.yaml", params]),

@@ -244,8 +244,10 @@ class RobotLimits:
 
 
 def bundled_config_dir() -> Path:
-    """Directory of the bundled robot YAML files (``config/robots`` in the checkout)."""
-    return Path(__file__).resolve().parents[2] / "config" / "robots"
+    """Directory of the bundled robot YAML files (``config/robots`` of the checkout or the install space)."""
+    from ..paths import config_dir
+
+    return config_dir() / "robots"
 
 
 def load_robot_limits(name_or_path: str | Path) -> RobotLimits:
