@@ -1,8 +1,14 @@
-"""Real robot: policy_node + executor_node for a Franka FR3 / Panda.
+"""policy_node + executor_node for a Franka FR3 / Panda: the real robot, or a simulator by one argument.
 
-    ros2 launch vla_adapter_ros franka.launch.py checkpoint:=/path/to/ckpt
+    ros2 launch vla_adapter_ros franka.launch.py checkpoint:=/path/to/ckpt               # real robot
+    ros2 launch vla_adapter_ros franka.launch.py platform:=gazebo checkpoint:=/path/to/ckpt
+    ros2 launch vla_adapter_ros franka.launch.py platform:=isaac checkpoint:=/path/to/ckpt
 
-The executor starts DISABLED: nothing moves until
+platform (real | mujoco | gazebo | isaac) adds its parameter file after config/policy.yaml and
+config/executor.yaml (see vla_adapter_ros/platforms.py and config/platforms/). Arguments left empty
+keep the platform's values; arguments that are given override them.
+
+The executor starts DISABLED on every platform: nothing moves until
     ros2 service call /executor_node/enable std_srvs/srv/SetBool "{data: true}"
 Use dry_run:=true to see the commands on /executor_node/dry_run/joint_trajectory without moving.
 """
@@ -15,25 +21,41 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from vla_adapter_ros.platforms import resolve_platform
+
 ARGUMENTS = [
+    ("platform", "real", "real (franka_ros2) | mujoco (a running sim_node) | gazebo | isaac"),
     ("checkpoint", "", "checkpoint directory (empty: random weights, for plumbing tests only)"),
     ("device", "auto", "auto | cpu | cuda | cuda:N"),
-    ("robot_type", "fr3", "fr3 | panda (limits from config/robots/<robot_type>.yaml)"),
-    ("controller", "jtc", "jtc (JointTrajectoryController) | forward (forward position controller) | sim"),
-    ("jtc_topic", "/fr3_arm_controller/joint_trajectory", "JointTrajectory command topic (controller jtc)"),
-    ("forward_topic", "/forward_position_controller/commands", "Float64MultiArray topic (controller forward)"),
-    ("sim_topic", "/joint_command", "JointState command topic (controller sim)"),
-    ("agentview_topic", "/camera/agentview/image_raw", "third-person camera (sensor_msgs/Image)"),
-    ("wrist_topic", "/camera/wrist/image_raw", "wrist camera (sensor_msgs/Image)"),
-    ("joint_state_topic", "/joint_states", "sensor_msgs/JointState with arm and finger joints"),
-    ("eef_pose_topic", "", "geometry_msgs/PoseStamped of the hand TCP (empty: forward kinematics)"),
-    ("gripper_output", "franka", "none | topic | franka (franka_gripper Move/Grasp actions)"),
-    ("use_sim_time", "false", "follow /clock"),
+    ("robot_type", "", "fr3 | panda | path to a limits file; renames the joints (empty: the platform's)"),
+    ("controller", "", "jtc (JointTrajectoryController) | forward (forward position controller) | "
+                       "sim (sensor_msgs/JointState, e.g. Isaac /joint_command); empty: the platform's"),
+    ("jtc_topic", "", "JointTrajectory command topic, controller jtc (empty: the platform's)"),
+    ("forward_topic", "", "Float64MultiArray command topic, controller forward (empty: the platform's)"),
+    ("sim_topic", "", "JointState command topic, controller sim (empty: the platform's)"),
+    ("agentview_topic", "", "third-person camera, sensor_msgs/Image (empty: the platform's)"),
+    ("wrist_topic", "", "wrist camera, sensor_msgs/Image (empty: the platform's)"),
+    ("joint_state_topic", "", "sensor_msgs/JointState with arm and finger joints (empty: the platform's)"),
+    ("eef_pose_topic", "", "geometry_msgs/PoseStamped of the hand TCP (empty: the platform's; real: "
+                           "forward kinematics)"),
+    ("gripper_output", "", "none | topic | franka (empty: the platform's; real: franka)"),
+    ("use_sim_time", "", "follow /clock (empty: the platform's; true for the simulators)"),
     ("dry_run", "false", "compute and publish commands on a debug topic only; actuate nothing"),
     ("auto_enable", "false", "enable the executor at start (never on a real robot unless you mean it)"),
     ("policy_params", "", "extra parameter file for policy_node (checkpoint-specific I/O, e.g. action_scale)"),
     ("executor_params", "", "extra parameter file for executor_node"),
 ]
+
+# launch argument -> the (node, parameter) pairs it sets when given
+OVERRIDE_ARGUMENTS = {
+    "controller": [("executor_node", "output")],
+    "jtc_topic": [("executor_node", "jtc_topic")],
+    "forward_topic": [("executor_node", "forward_topic")],
+    "sim_topic": [("executor_node", "sim_topic")],
+    "joint_state_topic": [("policy_node", "joint_state_topic"), ("executor_node", "joint_state_topic")],
+    "eef_pose_topic": [("policy_node", "eef_pose_topic")],
+    "gripper_output": [("executor_node", "gripper_output")],
+}
 
 
 def _bool(value: str) -> bool:
@@ -43,48 +65,33 @@ def _bool(value: str) -> bool:
 def launch_setup(context, *args, **kwargs):
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     config = os.path.join(get_package_share_directory("vla_adapter_ros"), "config")
-    robot = arg["robot_type"]
-    prefix = "fr3_" if robot == "fr3" else "panda_"
-    use_sim_time = _bool(arg["use_sim_time"])
-
-    policy_params = [
-        os.path.join(config, "policy.yaml"),
-        {
-            "checkpoint": arg["checkpoint"],
-            "device": arg["device"],
-            "camera_topics": [arg["agentview_topic"], arg["wrist_topic"]],
-            "joint_state_topic": arg["joint_state_topic"],
-            "arm_joint_names": [f"{prefix}joint{i}" for i in range(1, 8)],
-            "finger_joint_names": [f"{prefix}finger_joint1", f"{prefix}finger_joint2"],
-            "eef_pose_topic": arg["eef_pose_topic"],
-            "use_sim_time": use_sim_time,
-        },
-    ]
-    executor_params = [
-        os.path.join(config, "executor.yaml"),
-        {
-            "robot": robot,
-            "output": arg["controller"],
-            "jtc_topic": arg["jtc_topic"],
-            "forward_topic": arg["forward_topic"],
-            "sim_topic": arg["sim_topic"],
-            "joint_state_topic": arg["joint_state_topic"],
-            "gripper_output": arg["gripper_output"],
-            "dry_run": _bool(arg["dry_run"]),
-            "auto_enable": _bool(arg["auto_enable"]),
-            "use_sim_time": use_sim_time,
-        },
-    ]
-    if arg["policy_params"]:
-        policy_params.append(arg["policy_params"])
-    if arg["executor_params"]:
-        executor_params.append(arg["executor_params"])
-    return [
-        Node(package="vla_adapter_ros", executable="policy_node", name="policy_node",
-             parameters=policy_params, output="screen", emulate_tty=True),
-        Node(package="vla_adapter_ros", executable="executor_node", name="executor_node",
-             parameters=executor_params, output="screen", emulate_tty=True),
-    ]
+    overrides = {
+        "policy_node": {"checkpoint": arg["checkpoint"], "device": arg["device"]},
+        "executor_node": {"dry_run": _bool(arg["dry_run"]), "auto_enable": _bool(arg["auto_enable"])},
+    }
+    for name, targets in OVERRIDE_ARGUMENTS.items():
+        if arg[name]:
+            for node, key in targets:
+                overrides[node][key] = arg[name]
+    if arg["use_sim_time"]:
+        for node in overrides:
+            overrides[node]["use_sim_time"] = _bool(arg["use_sim_time"])
+    if arg["agentview_topic"] or arg["wrist_topic"]:
+        cameras = resolve_platform(arg["platform"], config_dir=config)["policy_node"].params["camera_topics"]
+        overrides["policy_node"]["camera_topics"] = [arg["agentview_topic"] or cameras[0],
+                                                     arg["wrist_topic"] or cameras[1]]
+    # Checks names, keys, types and joint names here: a mistake fails the launch, not a node later.
+    resolved = resolve_platform(arg["platform"], robot=arg["robot_type"] or None, overrides=overrides,
+                                config_dir=config)
+    nodes = []
+    for name in ("policy_node", "executor_node"):
+        params = [*(str(path) for path in resolved[name].files), resolved[name].overrides]
+        extra = arg["policy_params" if name == "policy_node" else "executor_params"]
+        if extra:
+            params.append(extra)  # last: wins over everything above
+        nodes.append(Node(package="vla_adapter_ros", executable=name, name=name,
+                          parameters=params, output="screen", emulate_tty=True))
+    return nodes
 
 
 def generate_launch_description():

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vla_adapter_ros.platforms import PLATFORMS
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -83,6 +85,17 @@ def _merged(params):
     return merged
 
 
+def _effective(name, params):
+    """What the node ends up with: its sections of the parameter files and the dicts, in order."""
+    effective = {}
+    for p in params:
+        if isinstance(p, str):
+            effective.update(yaml.safe_load(Path(p).read_text()).get(name, {}).get("ros__parameters", {}))
+        else:
+            effective.update(p)
+    return effective
+
+
 def test_sim_launch_matches_the_stack_file(launch_api):
     from vla_adapter_ros.supervisor import load_stack
 
@@ -101,16 +114,23 @@ def test_sim_launch_matches_the_stack_file(launch_api):
 
 def test_franka_launch_defaults_are_safe(launch_api):
     declared, nodes = _evaluate(REPO / "launch" / "franka.launch.py")
+    assert declared["platform"] == "real"
     assert set(nodes) == {"policy_node", "executor_node"}
-    executor = _merged(nodes["executor_node"]["parameters"])
+    assert _merged(nodes["executor_node"]["parameters"])["auto_enable"] is False  # explicit in the launch
+    executor = _effective("executor_node", nodes["executor_node"]["parameters"])
     assert executor["auto_enable"] is False and executor["dry_run"] is False  # waits for ~/enable
+    assert executor["require_start_pose"] is True
+    # the values this launch file has always given the real robot
     assert executor["robot"] == "fr3" and executor["output"] == "jtc"
-    executor_yaml = yaml.safe_load((REPO / "config" / "executor.yaml").read_text())["executor_node"]["ros__parameters"]
-    assert executor_yaml["require_start_pose"] is True
-    policy = _merged(nodes["policy_node"]["parameters"])
-    assert policy["arm_joint_names"][0] == "fr3_joint1"
+    assert executor["jtc_topic"] == "/fr3_arm_controller/joint_trajectory"
+    assert executor["gripper_output"] == "franka" and executor["use_sim_time"] is False
+    policy = _effective("policy_node", nodes["policy_node"]["parameters"])
+    assert policy["arm_joint_names"] == [f"fr3_joint{i}" for i in range(1, 8)]
+    assert policy["finger_joint_names"] == ["fr3_finger_joint1", "fr3_finger_joint2"]
     assert policy["camera_topics"] == ["/camera/agentview/image_raw", "/camera/wrist/image_raw"]
-    assert _files(nodes["policy_node"]["parameters"]) == ["policy.yaml"]
+    assert policy["joint_state_topic"] == "/joint_states" and policy["eef_pose_topic"] == ""
+    assert policy["use_sim_time"] is False
+    assert _files(nodes["policy_node"]["parameters"]) == ["policy.yaml", "real.yaml"]
 
 
 def test_franka_launch_arguments_reach_the_nodes(launch_api):
@@ -135,9 +155,71 @@ def test_launch_parameters_are_declared_by_the_nodes(launch_api):
     pytest.importorskip("rclpy")
     import importlib
 
-    for launch_file in ("franka.launch.py", "sim.launch.py"):
-        _, nodes = _evaluate(REPO / "launch" / launch_file)
+    runs = [("sim.launch.py", {})] + [("franka.launch.py", {"platform": p}) for p in PLATFORMS]
+    for launch_file, arguments in runs:
+        _, nodes = _evaluate(REPO / "launch" / launch_file, **arguments)
         for name, node in nodes.items():
             defaults = importlib.import_module(f"vla_adapter_ros.nodes.{name}").DEFAULTS
-            keys = set(_merged(node["parameters"])) - {"use_sim_time"}
-            assert keys <= set(defaults), f"{launch_file} {name}: {keys - set(defaults)}"
+            keys = set(_effective(name, node["parameters"])) - {"use_sim_time"}
+            assert keys <= set(defaults), f"{launch_file} {arguments} {name}: {keys - set(defaults)}"
+
+
+@pytest.mark.parametrize("platform", ["gazebo", "isaac"])
+def test_franka_launch_platform_matches_its_stack_file(launch_api, platform):
+    """platform:=X passes the same parameter files as `vla-adapter-ros up config/X_stack.yaml`."""
+    from vla_adapter_ros.supervisor import load_stack
+
+    _, nodes = _evaluate(REPO / "launch" / "franka.launch.py", platform=platform)
+    stack = {s.name: s for s in load_stack(REPO / "config" / f"{platform}_stack.yaml")}
+    assert set(nodes) == set(stack) == {"policy_node", "executor_node"}
+    for name, node in nodes.items():
+        files = [Path(p) for p in node["parameters"] if isinstance(p, str)]
+        assert [f.resolve() for f in files] == stack[name].params
+        assert files[-1].parent.name == "platforms"
+        # the launch adds only its safety defaults and the model choice on top of the files
+        assert set(_merged(node["parameters"])) <= {"checkpoint", "device", "dry_run", "auto_enable"}
+
+
+def test_franka_launch_gazebo(launch_api):
+    _, nodes = _evaluate(REPO / "launch" / "franka.launch.py", platform="gazebo", checkpoint="/ckpt")
+    executor = _effective("executor_node", nodes["executor_node"]["parameters"])
+    policy = _effective("policy_node", nodes["policy_node"]["parameters"])
+    assert executor["output"] == "jtc"
+    assert executor["jtc_topic"] == "/joint_trajectory_controller/joint_trajectory"
+    assert executor["use_sim_time"] is True and policy["use_sim_time"] is True
+    assert executor["auto_enable"] is False and executor["dry_run"] is False  # still waits for ~/enable
+    assert policy["arm_joint_names"] == [f"fr3_joint{i}" for i in range(1, 8)] and executor["robot"] == "fr3"
+    assert policy["camera_topics"] == ["/camera/agentview/image_raw", "/camera/wrist/image_raw"]
+    assert policy["checkpoint"] == "/ckpt"
+
+
+def test_franka_launch_isaac_with_panda_joint_names(launch_api):
+    _, nodes = _evaluate(REPO / "launch" / "franka.launch.py", platform="isaac")
+    executor = _effective("executor_node", nodes["executor_node"]["parameters"])
+    policy = _effective("policy_node", nodes["policy_node"]["parameters"])
+    assert executor["output"] == "sim" and executor["sim_topic"] == "/joint_command"
+    assert executor["robot"] == "panda" and executor["use_sim_time"] is True
+    assert policy["arm_joint_names"] == [f"panda_joint{i}" for i in range(1, 8)]
+    assert policy["finger_joint_names"] == ["panda_finger_joint1", "panda_finger_joint2"]
+    assert policy["camera_topics"] == ["/rgb", "/wrist_rgb"] and policy["use_sim_time"] is True
+
+
+def test_franka_launch_arguments_override_the_platform(launch_api):
+    _, nodes = _evaluate(REPO / "launch" / "franka.launch.py", platform="isaac", controller="jtc",
+                         jtc_topic="/panda_arm_controller/joint_trajectory", wrist_topic="/hand_cam",
+                         robot_type="fr3", use_sim_time="false", executor_params="/mine.yaml")
+    executor = _effective("executor_node", nodes["executor_node"]["parameters"][:-1])
+    policy = _effective("policy_node", nodes["policy_node"]["parameters"])
+    assert executor["output"] == "jtc" and executor["jtc_topic"] == "/panda_arm_controller/joint_trajectory"
+    assert policy["camera_topics"] == ["/rgb", "/hand_cam"]  # the platform's agentview, the given wrist
+    assert executor["robot"] == "fr3" and policy["arm_joint_names"][0] == "fr3_joint1"
+    assert policy["finger_joint_names"] == ["fr3_finger_joint1", "fr3_finger_joint2"]
+    assert executor["use_sim_time"] is False and policy["use_sim_time"] is False
+    assert nodes["executor_node"]["parameters"][-1] == "/mine.yaml"
+
+
+def test_franka_launch_rejects_an_unknown_platform(launch_api):
+    from vla_adapter_ros.platforms import PlatformError
+
+    with pytest.raises(PlatformError, match="known platforms: real, mujoco, gazebo, isaac"):
+        _evaluate(REPO / "launch" / "franka.launch.py", platform="gz")
