@@ -121,6 +121,31 @@ def test_camera_skew_refused():
         a.assemble(10.1)
 
 
+def test_previous_matching_frames_used_while_one_camera_lags():
+    a = _assembler()
+    a.add_state("joints", 10.1, np.arange(7.0))
+    a.add_image("agentview", 10.0, _img(1))
+    a.add_image("wrist", 10.0, _img(2))
+    a.add_image("agentview", 10.1, _img(3))  # the wrist frame of 10.1 is still on its way
+    obs = a.assemble(10.12)
+    assert obs.stamp == pytest.approx(10.0)
+    assert obs.images[0][0, 0, 0] == 1 and obs.images[1][0, 0, 0] == 2  # the matching pair, not the newest
+    assert obs.ages["agentview"] == pytest.approx(0.12) and obs.ages["joints"] == pytest.approx(0.02)
+    a.add_image("wrist", 10.1, _img(4))
+    obs = a.assemble(10.12)
+    assert obs.stamp == pytest.approx(10.1) and obs.images[0][0, 0, 0] == 3 and obs.images[1][0, 0, 0] == 4
+
+
+def test_no_matching_pair_in_history_is_refused():
+    a = _assembler()
+    a.add_state("joints", 10.2, np.arange(7.0))
+    a.add_image("wrist", 10.0, _img())
+    for t in (10.1, 10.2):
+        a.add_image("agentview", t, _img())
+    with pytest.raises(ObservationRefused, match="cameras out of sync: stamps spread 200 ms"):
+        a.assemble(10.2)
+
+
 def test_future_stamps_refused():
     a = _assembler()
     _fill(a, 11.0, 11.0, 11.0)

@@ -1,20 +1,24 @@
 """Assemble one observation (all cameras + robot state) from asynchronous input streams.
 
 Inputs arrive with their header stamps (seconds, the clock the robot uses). The assembler keeps the
-newest message per input (latest wins) and builds an observation only when every input is present,
-fresh (age <= max_age) and the cameras agree in time (spread of camera stamps <= max_skew).
+newest message per state input and the last few frames per camera, and builds an observation from
+the newest set of frames whose stamps agree (spread <= max_skew; when one camera's newest frame has
+arrived and another's has not yet, the previous matching pair is used) with the newest state, only
+when every input is present and fresh (age <= max_age).
 Otherwise it refuses with a reason a human can act on. Time is always passed in (`now`), never read.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 MIN_IMAGE_SIDE = 16
 MAX_IMAGE_SIDE = 4096
+CAMERA_HISTORY = 4  # frames kept per camera to find a set with matching stamps
 
 
 class InputRejected(ValueError):
@@ -66,6 +70,7 @@ class ObservationAssembler:
         self.image_size = tuple(image_size) if image_size else None
         self.state_sizes = dict(state_sizes or {})
         self._latest: dict[str, _Latest] = {}
+        self._frames: dict[str, deque[_Latest]] = {c: deque(maxlen=CAMERA_HISTORY) for c in self.cameras}
         self.out_of_order = 0
 
     @property
@@ -82,6 +87,8 @@ class ObservationAssembler:
                 f"{name}: stamp {stamp:.3f} is older than the held {held.stamp:.3f} (out of order), dropped"
             )
         self._latest[name] = _Latest(stamp, value)
+        if name in self._frames:
+            self._frames[name].append(self._latest[name])
 
     def add_image(self, name: str, stamp: float, rgb: np.ndarray) -> None:
         if name not in self.cameras:
@@ -117,7 +124,15 @@ class ObservationAssembler:
         missing = [n for n in self.inputs if n not in self._latest]
         if missing:
             raise ObservationRefused(f"no data yet from {', '.join(missing)}")
-        ages = {n: now - self._latest[n].stamp for n in self.inputs}
+        frames = self._matching_frames()
+        if frames is None:
+            stamps = [self._latest[c].stamp for c in self.cameras]
+            raise ObservationRefused(
+                f"cameras out of sync: stamps spread {(max(stamps) - min(stamps)) * 1e3:.0f} ms > "
+                f"{self.max_skew * 1e3:.0f} ms"
+            )
+        ages = {c: now - f.stamp for c, f in zip(self.cameras, frames)}
+        ages.update({n: now - self._latest[n].stamp for n in self.states})
         stale = [f"{n} ({age * 1e3:.0f} ms)" for n, age in ages.items() if age > self.max_age]
         if stale:
             raise ObservationRefused(f"stale input: {', '.join(stale)} older than {self.max_age * 1e3:.0f} ms")
@@ -126,15 +141,25 @@ class ObservationAssembler:
         future = [f"{n} ({-age * 1e3:.0f} ms ahead)" for n, age in ages.items() if age < -self.max_age]
         if future:
             raise ObservationRefused(f"stamp in the future: {', '.join(future)}; check clocks / use_sim_time")
-        stamps = [self._latest[c].stamp for c in self.cameras]
-        skew = max(stamps) - min(stamps)
-        if skew > self.max_skew:
-            raise ObservationRefused(
-                f"cameras out of sync: stamps spread {skew * 1e3:.0f} ms > {self.max_skew * 1e3:.0f} ms"
-            )
         return Observation(
-            stamp=stamps[0],
-            images=[self._latest[c].value for c in self.cameras],
+            stamp=frames[0].stamp,
+            images=[f.value for f in frames],
             state={s: self._latest[s].value for s in self.states},
             ages=ages,
         )
+
+    def _matching_frames(self) -> list[_Latest] | None:
+        """The newest frame set (one per camera) whose stamps spread <= max_skew, or None."""
+        candidates = sorted((f for c in self.cameras for f in self._frames[c]), key=lambda f: -f.stamp)
+        for ref in candidates:  # newest reference first; every camera takes its newest frame not after it
+            chosen = []
+            for c in self.cameras:
+                older = [f for f in self._frames[c] if f.stamp <= ref.stamp]
+                if not older:
+                    break
+                chosen.append(older[-1])
+            else:
+                stamps = [f.stamp for f in chosen]
+                if max(stamps) - min(stamps) <= self.max_skew:
+                    return chosen
+        return None
