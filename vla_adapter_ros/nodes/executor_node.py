@@ -6,7 +6,10 @@ state machine). Outputs (parameter `output`):
            trajectory (1-3 points with positions, velocities, accelerations, time_from_start),
            header stamp 0 = start now;
   forward  std_msgs/Float64MultiArray positions for a forward position controller;
-  sim      sensor_msgs/JointState commands (Isaac Sim style /joint_command).
+  sim      sensor_msgs/JointState commands (Isaac Sim style /joint_command);
+  eef_delta  std_msgs/Float64MultiArray [dx dy dz drx dry drz gripper] per tick for a Cartesian
+           controller, layout label step | wait | hold (EEF_DELTA chunks only, no IK; see
+           control.eef_output.EefDeltaCore).
 Dry-run publishes the same commands on ~/dry_run/joint_trajectory and sends nothing to the robot.
 The real-robot configuration starts disabled: nothing moves before ~/enable.
 """
@@ -29,7 +32,7 @@ from vla_adapter_ros.control import Chunk, ExecutorCore, load_robot_limits, reor
 from vla_adapter_ros.msg import ActionChunk, ExecutorStatus
 from vla_adapter_ros.nodes.common import declare, now_seconds, run_node, seconds_to_duration, stamp_seconds
 
-OUTPUTS = ("jtc", "forward", "sim")
+OUTPUTS = ("jtc", "forward", "sim", "eef_delta")
 GRIPPER_OUTPUTS = ("none", "topic", "franka")
 
 DEFAULTS = {
@@ -39,6 +42,9 @@ DEFAULTS = {
     "jtc_topic": "/fr3_arm_controller/joint_trajectory",
     "forward_topic": "/forward_position_controller/commands",
     "sim_topic": "/joint_command",
+    "eef_delta_topic": "/eef_delta_command",  # output eef_delta
+    "max_step_translation_m": 0.01,  # output eef_delta: clamp of each step's translation (m)
+    "max_step_rotation_rad": 0.05,  # output eef_delta: clamp of each step's rotation (rad)
     "trajectory_points": 2,
     "joint_state_topic": "/joint_states",
     "chunk_topic": "/vla/action_chunk",
@@ -85,6 +91,14 @@ class ExecutorNode(Node):
             gripper_close_threshold=float(p["gripper_close_threshold"]),
             trajectory_points=int(p["trajectory_points"]), finish_distance=float(p["finish_distance"]),
         )
+        if p["output"] == "eef_delta":  # task-space stream: same interface, no IK
+            from vla_adapter_ros.control.eef_output import EefDeltaCore
+
+            self.core = EefDeltaCore(
+                self.core.dt, self.limits.joint_names, float(p["max_step_translation_m"]),
+                float(p["max_step_rotation_rad"]), self.limits.chunk_max_age, self.limits.joint_state_timeout,
+                float(p["refill_threshold_s"]), float(p["gripper_open_threshold"]),
+                float(p["gripper_close_threshold"]), bool(p["dry_run"]))
         self.tick_ms = float("nan")
         self._last_request = -math.inf
         self._joint_cache: dict[str, float] = {}
@@ -101,6 +115,9 @@ class ExecutorNode(Node):
             self.command_pub = self.create_publisher(JointTrajectory, p["jtc_topic"], 10)
         elif p["output"] == "forward":
             self.command_pub = self.create_publisher(Float64MultiArray, p["forward_topic"], 10)
+        elif p["output"] == "eef_delta":
+            self.command_pub = self.create_publisher(Float64MultiArray, p["eef_delta_topic"], 10)
+            self.dry_run_pub = self.create_publisher(Float64MultiArray, "~/dry_run/eef_delta", 10)
         else:
             self.command_pub = self.create_publisher(JointState, p["sim_topic"], 10)
         self._setup_gripper()
@@ -237,6 +254,13 @@ class ExecutorNode(Node):
         return traj
 
     def _publish_command(self, command) -> None:
+        if self.p["output"] == "eef_delta":  # layout label: step | wait | hold (see EefDeltaCore)
+            from std_msgs.msg import MultiArrayDimension, MultiArrayLayout
+
+            msg = Float64MultiArray(data=command.values, layout=MultiArrayLayout(
+                dim=[MultiArrayDimension(label=command.kind, size=7, stride=7)]))
+            (self.dry_run_pub if command.dry_run else self.command_pub).publish(msg)
+            return
         if command.dry_run:
             self.dry_run_pub.publish(self._trajectory(command))
             return

@@ -29,7 +29,13 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_adapter_ros.action import ExecuteInstruction
-from vla_adapter_ros.inference.io_spec import IOSpec, IOSpecError, build_proprio, io_from_checkpoint
+from vla_adapter_ros.inference.io_spec import (
+    IOSpec,
+    IOSpecError,
+    build_proprio,
+    io_from_checkpoint,
+    quaternion_to_axis_angle,
+)
 from vla_adapter_ros.inference.worker import InferenceWorker
 from vla_adapter_ros.msg import ActionChunk, PolicyStatus
 from vla_adapter_ros.nodes.common import (
@@ -100,6 +106,9 @@ DEFAULTS = {
     "gripper_open_value": 1.0,
     "gripper_closed_value": 0.0,
     "proprio_layout": "eef_axisangle_fingers",
+    # eef_pose quaternion -> axis-angle: "shortest" (angle <= pi; our datasets) or "robosuite"
+    # (angle = 2 acos(w), up to 2 pi: LIBERO's data and the released LIBERO checkpoints)
+    "eef_axis_angle": "shortest",
     "arm_names": [""],  # names of the arm action columns; [""] = defaults for the action space
     "action_scale": [0.0],  # per arm column factor to SI units; [0.0] = 1 for every column
 }
@@ -137,6 +146,8 @@ class PolicyNode(Node):
 
         p = self.p
         arm_names = [n for n in p["arm_names"] if n]
+        if p["eef_axis_angle"] not in ("shortest", "robosuite"):
+            raise ValueError(f"eef_axis_angle must be 'shortest' or 'robosuite', got {p['eef_axis_angle']!r}")
         source = p["checkpoint"] or f"random-weight preset {p['preset']!r}"
         self.get_logger().info(f"loading model from {source} on device {p['device']}")
         start = time.monotonic()
@@ -395,7 +406,8 @@ class PolicyNode(Node):
 
             if "eef_pose" in obs.state:
                 x, y, z, qx, qy, qz, qw = obs.state["eef_pose"]
-                eef_pos, eef_rot = np.array([x, y, z]), _quaternion_to_axis_angle(qx, qy, qz, qw)
+                eef_pos = np.array([x, y, z])
+                eef_rot = quaternion_to_axis_angle([qx, qy, qz, qw], shortest=self.p["eef_axis_angle"] == "shortest")
             else:
                 pose = self.kinematics.fk(q)
                 eef_pos, eef_rot = pose[:3, 3], matrix_to_axis_angle(pose[:3, :3])
@@ -464,18 +476,6 @@ class PolicyNode(Node):
     def shutdown(self) -> None:
         if self.worker is not None:
             self.worker.stop()
-
-
-def _quaternion_to_axis_angle(x: float, y: float, z: float, w: float) -> np.ndarray:
-    norm = np.sqrt(x * x + y * y + z * z + w * w)
-    if not np.isfinite(norm) or norm < 1e-9:
-        raise IOSpecError("end-effector orientation quaternion is zero or non-finite")
-    x, y, z, w = x / norm, y / norm, z / norm, w / norm
-    if w < 0:
-        x, y, z, w = -x, -y, -z, -w
-    s = np.sqrt(max(0.0, 1.0 - w * w))
-    angle = 2.0 * np.arctan2(s, w)
-    return np.zeros(3) if s < 1e-12 else np.array([x, y, z]) / s * angle
 
 
 def main(argv: list[str] | None = None) -> int:
