@@ -197,3 +197,18 @@ def test_cli_and_base_checkpoint(dataset, tmp_path):
     assert pol.predict(it["images"], it["instruction"], it["proprio"]).shape == (4, 8)
     bad = p.parse_args([str(tmp_path / "nope"), str(tmp_path / "r3"), "--base", "tiny", "--no-progress"])
     assert run(bad) == 1
+
+
+def test_full_finetuning_with_frozen_embeddings(dataset, tmp_path):
+    tr = Trainer(_cfg(dataset, tmp_path / "run", use_lora=False, freeze_embeddings=True))
+    emb = tr.model.language_model.model.embed_tokens.weight
+    names = {n for n, _ in tr.params}
+    assert not emb.requires_grad and "language_model.model.embed_tokens.weight" not in names
+    assert any(n.startswith("vision_backbone.") for n in names) and any(n.startswith("language_model.") for n in names)
+    before_emb = emb.detach().clone()
+    before_layer = tr.model.language_model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    tr.train_step([tr.train_batches[0]])
+    assert torch.equal(emb, before_emb)  # fixed: no gradient, no weight decay
+    assert not torch.equal(tr.model.language_model.model.layers[0].mlp.up_proj.weight, before_layer)
+    full = Trainer(_cfg(dataset, tmp_path / "run_full", use_lora=False))
+    assert full.model.language_model.model.embed_tokens.weight.requires_grad

@@ -61,6 +61,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
     grad_clip: float = 0.0  # 0 = none (official)
     use_lora: bool = True
+    freeze_embeddings: bool = False  # keep the token embedding table fixed (it is frozen under LoRA anyway)
     lora_rank: int = 64
     lora_alpha: Optional[float] = None  # None = 2 * rank
     lora_dropout: float = 0.0
@@ -281,6 +282,10 @@ def build_training_model(cfg: TrainConfig, platform: Dict[str, Any], log=print):
     else:
         for p in model.parameters():
             p.requires_grad = True
+    if cfg.freeze_embeddings:
+        # 151936 x hidden rows of which a prompt uses a few dozen: a dense gradient + AdamW update of the
+        # whole table dominates a small model's step (~90 % of it for the tiny preset on CPU)
+        model.language_model.model.embed_tokens.weight.requires_grad_(False)
     return model
 
 
@@ -570,6 +575,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if self.step % cfg.log_every == 0 or self.step == stop:
                 self._metric(train_l1=float(np.mean(history[-cfg.log_every:])), lr=lr)
+                if bar is None and self.is_main:  # no progress bar (logs, CI): one line per interval
+                    done = len(history)
+                    eta = (time.time() - t0) / done * (stop - self.step)
+                    self.log(f"[train] step {self.step}/{stop} loss {np.mean(history[-cfg.log_every:]):.4f} "
+                             f"lr {lr:.2e} eta {eta / 60:.1f} min" + (f" val {last_val:.4f}" if last_val else ""))
             if self.step % cfg.val_every == 0 or self.step == stop:
                 if self.is_main:
                     last_val = self.validate()
@@ -627,6 +637,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
     parser.add_argument("--grad-clip", type=float, default=d.grad_clip)
     parser.add_argument("--no-lora", dest="use_lora", action="store_false", help="full fine-tuning")
+    parser.add_argument("--freeze-embeddings", action="store_true",
+                        help="keep the token embedding table fixed (much faster full fine-tuning of small models)")
     parser.add_argument("--lora-rank", type=int, default=d.lora_rank)
     parser.add_argument("--lora-alpha", type=float, default=None, help="default 2 * rank")
     parser.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
