@@ -342,3 +342,20 @@ def test_bfloat16_forward_runs(tiny_models):
         ref = tiny_models["pro"](pv, ids, mask, pr)
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
     assert (y.float() - ref).abs().max() < 0.1
+
+
+def test_embedding_init_std_for_models_trained_from_scratch(tmp_path):
+    import dataclasses
+
+    import torch
+
+    torch.manual_seed(0)
+    default = VLAAdapter(tiny_config()).language_model.model.embed_tokens.weight
+    assert float(default.std()) == pytest.approx(0.02, rel=0.05)  # transformers' initializer_range
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, embedding_init_std=1.0))
+    scaled = VLAAdapter(cfg).language_model.model.embed_tokens.weight
+    assert float(scaled.std()) == pytest.approx(1.0, rel=0.05)
+    cfg.save(tmp_path / "c.yaml")
+    assert VLAAdapterConfig.load(tmp_path / "c.yaml").llm.embedding_init_std == 1.0
+    assert tiny_config().llm.embedding_init_std is None  # presets and released checkpoints: unchanged

@@ -61,6 +61,9 @@ class LLMConfig:
     rope_theta: float = 1_000_000.0
     max_position_embeddings: int = 32768
     tie_word_embeddings: bool = True
+    # Random init only: std of the token embedding table (None = transformers' 0.02). A model trained from
+    # scratch with a frozen table needs unit-scale rows, or the instruction is drowned by the image tokens.
+    embedding_init_std: Optional[float] = None
 
 
 @dataclass

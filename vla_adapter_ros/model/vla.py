@@ -58,6 +58,9 @@ class LanguageModel(nn.Module):
     def __init__(self, cfg: VLAAdapterConfig):
         super().__init__()
         self.model = _build_qwen2(cfg)
+        if cfg.llm.embedding_init_std is not None:
+            with torch.no_grad():
+                self.model.embed_tokens.weight.normal_(0.0, float(cfg.llm.embedding_init_std))
 
 
 class VLAAdapter(nn.Module):
