@@ -17,21 +17,38 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 def test_demo_runs_episodes_and_writes_outputs(ros_domain, tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "vla_adapter_ros.cli", "demo", "--episodes", "2", "--max-duration", "2.0",
-         "--output", str(out)],
+        [sys.executable, "-m", "vla_adapter_ros.cli", "demo", "--episodes", "1", "--max-duration", "2.0",
+         "--tasks", "reach_red", "lift_green", "--output", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     text = result.stdout + result.stderr
     assert result.returncode == 0, text + (out / "nodes.log").read_text()[-3000:]
     assert "RANDOM WEIGHTS" in text  # clearly labelled
-    assert "episode 0: reach_red seed 1000:" in text and "episode 1: reach_red seed 1001:" in text
+    assert "episode 0: reach_red seed 1000:" in text and "episode 1: lift_green seed 1000:" in text
     summary = json.loads((out / "summary.json").read_text())
-    assert [e["seed"] for e in summary["episodes"]] == [1000, 1001]
+    assert [(e["task"], e["seed"]) for e in summary["episodes"]] == [("reach_red", 1000), ("lift_green", 1000)]
+    assert [e["instruction"] for e in summary["episodes"]] == ["reach the red cube", "lift the green cube"]
+    assert set(summary["per_task"]) == {"reach_red", "lift_green", "average"}
+    assert summary["per_task"]["average"]["episodes"] == 2
+    assert "average" in text and "reach_red" in text  # the success table is printed
     for entry in summary["episodes"]:
-        assert entry["instruction"] == "reach the red cube"
         assert entry["sim_seconds"] >= 2.0 and entry["chunks"] > 0
         assert (out / entry["gif"]).stat().st_size > 10_000
         assert (out / entry["plot"]).stat().st_size > 10_000
     log = (out / "nodes.log").read_text()
     assert "[sim_node]" in log and "[policy_node]" in log and "[executor_node]" in log
     assert "stopped: sim_node=" in log  # every node was stopped and reaped
+
+
+def test_success_table_weighs_tasks_equally():
+    from vla_adapter_ros.demo import format_table, success_table
+
+    results = ([{"task": "a", "success": s} for s in (True, True, True, False)]
+               + [{"task": "b", "success": s} for s in (True, False)])
+    table = success_table(results, ["a", "b", "c"])
+    assert table["a"] == {"episodes": 4, "successes": 3, "success_rate": 0.75}
+    assert table["b"]["success_rate"] == 0.5 and table["c"]["episodes"] == 0
+    assert table["average"]["success_rate"] == pytest.approx(0.625)  # mean of the tasks that ran, not of episodes
+    assert table["average"]["successes"] == 4 and table["average"]["episodes"] == 6
+    text = format_table(table)
+    assert "  3/4    75.0 %" in text and "62.5 %" in text

@@ -18,26 +18,30 @@ from pathlib import Path
 
 import numpy as np
 
-STACK = Path(__file__).resolve().parent.parent / "config" / "sim_stack.yaml"
 
 
 def _stack_file() -> Path:
-    if STACK.is_file():
-        return STACK
-    from ament_index_python.packages import get_package_share_directory  # installed package
+    from vla_adapter_ros.paths import config_dir
 
-    return Path(get_package_share_directory("vla_adapter_ros")) / "config" / "sim_stack.yaml"
+    return config_dir() / "sim_stack.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="reach_red", help="reach_red | push_blue_left | lift_green")
-    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--tasks", "--task", dest="tasks", nargs="+", default=["reach_red"], metavar="TASK",
+                        help="reach_red | push_blue_left | lift_green (several: evaluated in turn)")
+    parser.add_argument("--episodes", type=int, default=3, help="episodes per task")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (then +1 each)")
     parser.add_argument("--checkpoint", default="", help="checkpoint directory (default: the random-weight model)")
     parser.add_argument("--max-duration", type=float, default=8.0, help="simulated seconds per episode")
     parser.add_argument("--output", default="outputs/demo", help="folder for GIFs, plots, summary and logs")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="s to wait for the nodes")
     parser.add_argument("--no-media", action="store_true", help="skip GIFs and plots")
+    parser.add_argument("--real-time-factor", type=float, default=1.0,
+                        help="upper bound of simulated / wall time; below 1 gives a slow CPU's policy the inference "
+                             "time a fast machine would have (evaluations on small machines)")
+    parser.add_argument("--instruction", default="",
+                        help="send this instruction for every task instead of the task's own (e.g. a language-blind "
+                             "baseline trained with one fixed instruction)")
 
 
 class _Recorder:
@@ -105,6 +109,47 @@ def _write_plot(path: Path, measured, commanded, names, title: str) -> bool:
     return True
 
 
+def _disable_and_wait(session, enable, request_type, status: dict, timeout: float = 10.0) -> None:
+    """Disable the executor and wait until it reports `disabled`: while it is still `stopping` it keeps
+    commanding the decelerating reference, which would pull a teleported arm back."""
+    session.call(enable, request_type.Request(data=False))
+    if not session.spin_until(lambda: status.get("state") == "disabled", timeout):
+        raise RuntimeError(f"executor did not come to rest within {timeout:.0f} s (state {status.get('state')})")
+
+
+def _enable_at_start(session, enable, request_type, status: dict, timeout: float = 15.0) -> None:
+    """Enable the executor once its joint state shows the arm at the start pose (after a reset the state
+    it holds may still be the pre-teleport one for a moment on a busy machine)."""
+    status.pop("at_start_pose", None)
+    if not session.spin_until(lambda: status.get("at_start_pose") == 1, timeout):
+        raise RuntimeError(f"the arm is not at the start pose {timeout:.0f} s after the reset")
+    enabled = session.call(enable, request_type.Request(data=True))
+    if not enabled.success or "holding" in enabled.message:
+        raise RuntimeError(f"executor did not start: {enabled.message}")
+
+
+def success_table(results: list[dict], tasks: list[str]) -> dict:
+    """Per-task successes / episodes / rate, and their average over the tasks (each task weighs the same)."""
+    table = {}
+    for task in tasks:
+        done = [r for r in results if r["task"] == task]
+        wins = sum(r["success"] for r in done)
+        table[task] = {"episodes": len(done), "successes": wins, "success_rate": wins / len(done) if done else 0.0}
+    rates = [v["success_rate"] for v in table.values() if v["episodes"]]
+    table["average"] = {"episodes": sum(v["episodes"] for v in table.values()),
+                        "successes": sum(v["successes"] for v in table.values()),
+                        "success_rate": sum(rates) / len(rates) if rates else 0.0}
+    return table
+
+
+def format_table(table: dict) -> str:
+    width = max(len(k) for k in table)
+    lines = [f"{'task':<{width}}  success", f"{'-' * width}  -------------"]
+    for task, v in table.items():
+        lines.append(f"{task:<{width}}  {v['successes']:>3}/{v['episodes']:<3} {100 * v['success_rate']:5.1f} %")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # a demo talks to itself
     from action_msgs.msg import GoalStatus
@@ -115,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from trajectory_msgs.msg import JointTrajectory
 
     from vla_adapter_ros.action import ExecuteInstruction
+    from vla_adapter_ros.msg import ExecutorStatus
     from vla_adapter_ros.srv import ResetEpisode
     from vla_adapter_ros.stack_session import StackSession
     from vla_adapter_ros.supervisor import load_stack
@@ -124,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = out_dir / "demo_params.yaml"
     overrides.write_text(
         "sim_node:\n  ros__parameters:\n"
-        f"    task: {json.dumps(args.task)}\n    seed: {int(args.seed)}\n"
+        f"    task: {json.dumps(args.tasks[0])}\n    seed: {int(args.seed)}\n"
+        f"    real_time_factor: {float(args.real_time_factor)}\n"
         "policy_node:\n  ros__parameters:\n"
         f"    checkpoint: {json.dumps(str(Path(args.checkpoint).expanduser().resolve()) if args.checkpoint else '')}\n"
         f"    default_max_duration: {float(args.max_duration)}\n"
@@ -162,6 +209,12 @@ def run(args: argparse.Namespace) -> int:
         node.create_subscription(Image, "/camera/wrist/image_raw", on_image("wrist"), 10)
         node.create_subscription(JointState, "/joint_states", on_joints, 50)
         node.create_subscription(JointTrajectory, "/fr3_arm_controller/joint_trajectory", on_command, 50)
+        executor_status: dict = {}
+
+        def on_status(msg):
+            executor_status.update(state=msg.state, at_start_pose=msg.at_start_pose)
+
+        node.create_subscription(ExecutorStatus, "/vla/executor/status", on_status, 10)
         reset = node.create_client(ResetEpisode, "/sim_node/reset_episode")
         enable = node.create_client(SetBool, "/executor_node/enable")
         goal_client = ActionClient(node, ExecuteInstruction, "/policy_node/execute_instruction")
@@ -175,22 +228,20 @@ def run(args: argparse.Namespace) -> int:
             if "RANDOM WEIGHTS" in session.log_path.read_text():
                 print("NOTE: no trained checkpoint given: the policy has RANDOM WEIGHTS, so episodes are expected "
                       "to fail; the demo shows the plumbing (pass --checkpoint DIR for a trained model)", flush=True)
-            bar = tqdm(range(args.episodes), desc="episodes", unit="ep")
-            for i in bar:
+            runs = [(task, i) for task in args.tasks for i in range(args.episodes)]
+            bar = tqdm(runs, desc="episodes", unit="ep")
+            for n, (task, i) in enumerate(bar):
                 seed = args.seed + i
-                session.call(enable, SetBool.Request(data=False))
-                session.spin_until(lambda: False, 0.5)  # the reference comes to rest before the arm is teleported
-                episode = session.call(reset, ResetEpisode.Request(task=args.task, seed=seed))
+                _disable_and_wait(session, enable, SetBool, executor_status)
+                episode = session.call(reset, ResetEpisode.Request(task=task, seed=seed))
                 if not episode.success:
                     raise RuntimeError(f"reset failed: {episode.message}")
-                session.spin_until(lambda: False, 0.3)
-                enabled = session.call(enable, SetBool.Request(data=True))
-                if not enabled.success:
-                    raise RuntimeError(f"executor refused to enable: {enabled.message}")
+                _enable_at_start(session, enable, SetBool, executor_status)
                 rec.clear()
                 state["recording"] = True
                 start = time.monotonic()
-                send = goal_client.send_goal_async(ExecuteInstruction.Goal(instruction=episode.instruction,
+                instruction = args.instruction or episode.instruction
+                send = goal_client.send_goal_async(ExecuteInstruction.Goal(instruction=instruction,
                                                                            max_duration=args.max_duration))
                 if not session.spin_until(send.done, 30) or not send.result().accepted:
                     raise RuntimeError("the policy rejected the goal")
@@ -199,16 +250,16 @@ def run(args: argparse.Namespace) -> int:
                     raise RuntimeError("the episode did not end")
                 state["recording"] = False
                 outcome = result_future.result()
+                # success is the simulator's verdict (the policy node ends the goal when /vla/task_success rises)
                 success = outcome.status == GoalStatus.STATUS_SUCCEEDED and outcome.result.success
-                entry = {"episode": i, "task": args.task, "seed": seed, "instruction": episode.instruction,
+                entry = {"episode": n, "task": task, "seed": seed, "instruction": instruction,
                          "success": bool(success), "sim_seconds": round(outcome.result.elapsed, 2),
                          "wall_seconds": round(time.monotonic() - start, 2), "chunks": int(outcome.result.chunks),
                          "message": outcome.result.message}
                 if not args.no_media:
-                    _write_media(out_dir, i, rec, f"{args.task} seed {seed}: {'success' if success else 'failure'}",
-                                 entry)
+                    _write_media(out_dir, n, rec, f"{task} seed {seed}: {'success' if success else 'failure'}", entry)
                 results.append(entry)
-                bar.write(f"episode {i}: {args.task} seed {seed}: {'SUCCESS' if success else 'FAILURE'} "
+                bar.write(f"episode {n}: {task} seed {seed}: {'SUCCESS' if success else 'FAILURE'} "
                           f"({entry['sim_seconds']} s sim, {entry['chunks']} chunks) - {entry['message']}")
             session.call(enable, SetBool.Request(data=False))
         except (RuntimeError, KeyboardInterrupt) as exc:
@@ -216,12 +267,14 @@ def run(args: argparse.Namespace) -> int:
             code = 1
         finally:
             state["recording"] = False
-    rate = sum(r["success"] for r in results) / len(results) if results else 0.0
-    summary = {"task": args.task, "episodes": results, "success_rate": rate,
-               "checkpoint": args.checkpoint or "random weights"}
+    per_task = success_table(results, args.tasks)
+    summary = {"tasks": args.tasks, "episodes": results, "per_task": per_task,
+               "success_rate": per_task["average"]["success_rate"],
+               "checkpoint": args.checkpoint or "random weights", "instruction_override": args.instruction}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"success {sum(r['success'] for r in results)}/{len(results)}; outputs in {out_dir}", flush=True)
-    if len(results) < args.episodes:
+    print(format_table(per_task), flush=True)
+    print(f"outputs in {out_dir}", flush=True)
+    if len(results) < args.episodes * len(args.tasks):
         code = 1
     return code
 
