@@ -124,6 +124,10 @@ class ObservationAssembler:
         missing = [n for n in self.inputs if n not in self._latest]
         if missing:
             raise ObservationRefused(f"no data yet from {', '.join(missing)}")
+        newest = {n: now - self._latest[n].stamp for n in self.inputs}
+        stale = [f"{n} ({age * 1e3:.0f} ms)" for n, age in newest.items() if age > self.max_age]
+        if stale:  # a silent stream, named as such (not as a stamp mismatch)
+            raise ObservationRefused(f"stale input: {', '.join(stale)} older than {self.max_age * 1e3:.0f} ms")
         frames = self._matching_frames()
         if frames is None:
             stamps = [self._latest[c].stamp for c in self.cameras]
