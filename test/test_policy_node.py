@@ -288,3 +288,24 @@ def test_load_failure_exits_nonzero_with_a_clear_line(processes, tmp_path):
     assert not child.alive(), "node hung instead of exiting"
     assert child.proc.returncode == 1
     assert "policy_node: cannot start" in child.output() and "missing" in child.output()
+
+
+def test_optimized_engine_publishes_the_same_kind_of_chunks(processes, robot, tmp_path):
+    policy = start_policy(processes, tmp_path, engine="optimized", image_width=64, image_height=64)
+    assert "ready on cpu (optimized engine)" in policy.output()
+    assert robot.set_instruction("pick up the red cube").success
+    for chunk in robot.wait_chunks(2):
+        assert (chunk.horizon, chunk.action_dim) == (8, 6) and np.all(np.isfinite(chunk.actions))
+        assert chunk.model_id.startswith("random-weights:tiny") and chunk.inference_ms > 0
+    assert policy.alive()
+
+
+def test_unknown_engine_is_a_clear_load_error(processes, tmp_path):
+    params = write_params(tmp_path / "policy.yaml", engine="turbo")
+    child = processes.start("policy_node", [sys.executable, "-m", "vla_adapter_ros.nodes.policy_node",
+                                            "--ros-args", "--params-file", str(params)])
+    deadline = time.monotonic() + 120
+    while child.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not child.alive() and child.proc.returncode == 1
+    assert "engine must be 'eager' or 'optimized', got 'turbo'" in child.output()

@@ -68,6 +68,7 @@ DEFAULTS = {
     "checkpoint": "",  # checkpoint directory; empty = random-weight `preset` (demos and tests only)
     "preset": "tiny",
     "device": "auto",
+    "engine": "eager",  # eager | optimized (static shapes, on-device preprocessing, CUDA graphs on a GPU)
     "seed": 0,
     "unnorm_key": "",
     "warmup_iterations": 2,
@@ -151,9 +152,18 @@ class PolicyNode(Node):
         source = p["checkpoint"] or f"random-weight preset {p['preset']!r}"
         self.get_logger().info(f"loading model from {source} on device {p['device']}")
         start = time.monotonic()
-        self.engine = InferenceEngine.load(
+        if p["engine"] not in ("eager", "optimized"):
+            raise ValueError(f"engine must be 'eager' or 'optimized', got {p['engine']!r}")
+        engine_type, options = InferenceEngine, {}
+        if p["engine"] == "optimized":
+            from vla_adapter_ros.inference.fast_engine import FastInferenceEngine
+
+            engine_type = FastInferenceEngine
+            if p["image_width"] > 0:  # shapes are fixed at load time; other sizes take the logged slow path
+                options["image_sizes"] = [(int(p["image_height"]), int(p["image_width"]))] * len(p["camera_topics"])
+        self.engine = engine_type.load(
             checkpoint=p["checkpoint"] or None, preset=p["preset"], device=p["device"],
-            seed=int(p["seed"]), unnorm_key=p["unnorm_key"] or None,
+            seed=int(p["seed"]), unnorm_key=p["unnorm_key"] or None, **options,
         )
         if self.engine.random_weights:
             self.get_logger().warning(
@@ -182,7 +192,8 @@ class PolicyNode(Node):
             )
         warm = self.engine.warmup(int(p["warmup_iterations"]))
         self.get_logger().info(
-            f"model {self.engine.model_id} ready on {self.engine.device} in {time.monotonic() - start:.1f} s "
+            f"model {self.engine.model_id} ready on {self.engine.device} ({p['engine']} engine) "
+            f"in {time.monotonic() - start:.1f} s "
             f"(warm-up: {', '.join(f'{t:.0f} ms' for t in warm)})"
         )
         if p["eef_pose_topic"] == "" and self.io.proprio_layout.startswith("eef"):
