@@ -12,6 +12,7 @@ pytest.importorskip("safetensors")
 
 from vla_adapter_ros.model.checkpoint import (  # noqa: E402
     CheckpointError,
+    export_checkpoint,
     load_checkpoint,
     save_checkpoint,
     save_official_layout,
@@ -319,3 +320,25 @@ def test_official_layout_gamma_names_and_no_module_prefix(models, tmp_path):
     m2, _ = load_checkpoint(d, base_config=tiny_config("pro"))
     b = _batch(m.config, seed=7)
     assert torch.equal(_out(m2, b), _out(m, b))
+
+
+def test_export_half_precision_copy(good_dir, tmp_path, models):
+    src = tmp_path / "src"
+    shutil.copytree(good_dir, src)
+    (src / "training.json").write_text('{"action_space": "eef_delta"}')
+    (src / "train_state.pt").write_bytes(b"optimizer state")  # not part of an export
+    out = export_checkpoint(src, tmp_path / "exp", "float16")
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.yaml", "dataset_statistics.json",
+                                                "training.json"}
+    assert (out / "model.safetensors").stat().st_size < 0.55 * (src / "model.safetensors").stat().st_size
+    assert all(t.dtype == torch.float16 for t in _tensors(out).values() if t.is_floating_point())
+    loaded, norm = load_checkpoint(out)
+    assert next(loaded.parameters()).dtype == torch.float32 and norm.key == "libero_test_no_noops"
+    b = _batch(loaded.config)
+    ref = _out(models["pro"], b)
+    torch.testing.assert_close(_out(loaded, b), ref, rtol=2e-2, atol=2e-2)  # fp16 weights, fp32 compute
+    assert not torch.equal(_out(loaded, b), ref)
+    with pytest.raises(CheckpointError, match="already exists"):
+        export_checkpoint(src, out)
+    with pytest.raises(CheckpointError, match="dtype must be one of"):
+        export_checkpoint(src, tmp_path / "exp2", "int8")

@@ -158,6 +158,32 @@ def save_checkpoint(
     return path
 
 
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_checkpoint(src: Union[str, Path], dst: Union[str, Path], dtype: str = "float16") -> Path:
+    """A deployable copy of checkpoint ``src`` (ours): LoRA merged, weights stored as ``dtype``, no
+    optimizer state. Loading casts back to the engine's dtype (fp32 on CPU, bf16 on CUDA)."""
+    from safetensors.torch import save_file
+
+    if dtype not in EXPORT_DTYPES:
+        raise CheckpointError(f"dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise CheckpointError(f"{dst}: already exists")
+    model, _ = load_checkpoint(src)  # validates everything and merges a LoRA adapter
+    sd = {k: (v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v).detach().contiguous().cpu()
+          for k, v in _base_state_dict(model).items()}
+    dst.mkdir(parents=True)
+    save_file(sd, str(dst / MODEL_FILE), metadata={"format": "vla_adapter_ros", "config_name": model.config.name,
+                                                   "exported_dtype": dtype})
+    model.config.save(dst / CONFIG_FILE)
+    for name in (STATS_FILE, "training.json", *TOKENIZER_FILES):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+    return dst
+
+
 def load_config_file(path: Path) -> VLAAdapterConfig:
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
