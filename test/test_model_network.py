@@ -359,3 +359,12 @@ def test_embedding_init_std_for_models_trained_from_scratch(tmp_path):
     cfg.save(tmp_path / "c.yaml")
     assert VLAAdapterConfig.load(tmp_path / "c.yaml").llm.embedding_init_std == 1.0
     assert tiny_config().llm.embedding_init_std is None  # presets and released checkpoints: unchanged
+
+
+def test_tiny_112_preset():
+    cfg = get_config("tiny-112")
+    assert cfg.name == "tiny-112" and cfg.processor.image_size == 112 and cfg.patches_per_image == 64
+    assert cfg.llm.embedding_init_std == 1.0
+    tiny = tiny_config()
+    assert (cfg.llm.hidden_size, cfg.dino, cfg.siglip, cfg.policy) == (tiny.llm.hidden_size, tiny.dino, tiny.siglip,
+                                                                       tiny.policy)
