@@ -33,6 +33,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["vla_adapter_ros", "vla_adapter_ros.*"]),
     include_package_data=True,
+    package_data={"vla_adapter_ros": ["assets/*/*"]},  # the shipped simulation checkpoint
     install_requires=["numpy>=1.24", "pyyaml>=6", "tqdm>=4.60"],
     extras_require={
         "model": MODEL,

@@ -18,7 +18,7 @@ def test_demo_runs_episodes_and_writes_outputs(ros_domain, tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "vla_adapter_ros.cli", "demo", "--episodes", "1", "--max-duration", "2.0",
-         "--tasks", "reach_red", "lift_green", "--output", str(out)],
+         "--tasks", "reach_red", "lift_green", "--checkpoint", "random", "--output", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     text = result.stdout + result.stderr
@@ -52,3 +52,15 @@ def test_success_table_weighs_tasks_equally():
     assert table["average"]["successes"] == 4 and table["average"]["episodes"] == 6
     text = format_table(table)
     assert "  3/4    75.0 %" in text and "62.5 %" in text
+
+
+def test_checkpoint_argument_resolution(tmp_path, monkeypatch):
+    from vla_adapter_ros import demo
+
+    assert demo.resolve_checkpoint("random") == ""
+    assert demo.resolve_checkpoint(str(tmp_path / "ck")) == str(tmp_path / "ck")
+    monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", tmp_path / "shipped")
+    assert demo.resolve_checkpoint("") == ""  # not in this install: random weights (said in the output)
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped" / "config.yaml").write_text("name: x\n")
+    assert demo.resolve_checkpoint("") == str(tmp_path / "shipped")

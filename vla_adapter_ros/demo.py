@@ -20,6 +20,19 @@ import numpy as np
 
 
 
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "sim_checkpoint"
+
+
+def resolve_checkpoint(value: str) -> str:
+    """'' -> the shipped simulation checkpoint (if this install has it), 'random' -> '' (random weights),
+    anything else -> that directory, absolute."""
+    if value == "random":
+        return ""
+    if value == "":
+        return str(SHIPPED_CHECKPOINT) if (SHIPPED_CHECKPOINT / "config.yaml").is_file() else ""
+    return str(Path(value).expanduser().resolve())
+
+
 def _stack_file() -> Path:
     from vla_adapter_ros.paths import config_dir
 
@@ -31,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reach_red | push_blue_left | lift_green (several: evaluated in turn)")
     parser.add_argument("--episodes", type=int, default=3, help="episodes per task")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (then +1 each)")
-    parser.add_argument("--checkpoint", default="", help="checkpoint directory (default: the random-weight model)")
+    parser.add_argument("--checkpoint", default="",
+                        help="checkpoint directory (default: the shipped simulation checkpoint "
+                             "vla_adapter_ros/assets/sim_checkpoint; 'random': the random-weight model)")
     parser.add_argument("--max-duration", type=float, default=8.0, help="simulated seconds per episode")
     parser.add_argument("--output", default="outputs/demo", help="folder for GIFs, plots, summary and logs")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="s to wait for the nodes")
@@ -167,17 +182,19 @@ def run(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.output).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = resolve_checkpoint(args.checkpoint)
     overrides = out_dir / "demo_params.yaml"
     overrides.write_text(
         "sim_node:\n  ros__parameters:\n"
         f"    task: {json.dumps(args.tasks[0])}\n    seed: {int(args.seed)}\n"
         f"    real_time_factor: {float(args.real_time_factor)}\n"
         "policy_node:\n  ros__parameters:\n"
-        f"    checkpoint: {json.dumps(str(Path(args.checkpoint).expanduser().resolve()) if args.checkpoint else '')}\n"
+        f"    checkpoint: {json.dumps(checkpoint)}\n"
         f"    default_max_duration: {float(args.max_duration)}\n"
     )
     session = StackSession(load_stack(_stack_file()), out_dir / "nodes.log", "vla_demo", extra_params=[overrides])
-    print(f"starting sim + policy + executor (logs: {session.log_path})", flush=True)
+    print(f"starting sim + policy + executor (logs: {session.log_path}); policy: {checkpoint or 'random weights'}",
+          flush=True)
     rec = _Recorder()
     state = {"recording": False}
 
@@ -270,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     per_task = success_table(results, args.tasks)
     summary = {"tasks": args.tasks, "episodes": results, "per_task": per_task,
                "success_rate": per_task["average"]["success_rate"],
-               "checkpoint": args.checkpoint or "random weights", "instruction_override": args.instruction}
+               "checkpoint": checkpoint or "random weights", "instruction_override": args.instruction}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_table(per_task), flush=True)
     print(f"outputs in {out_dir}", flush=True)
