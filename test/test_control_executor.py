@@ -366,3 +366,16 @@ def test_queue_exhaustion_brakes_at_once_when_far_behind_the_commands():
     assert final.holding and np.all(final.velocities == 0.0)
     gap = np.abs(chunk.actions[-1] - final.positions)
     assert np.all(gap > 0.02), "it braked instead of chasing the far target"
+
+
+def test_unparsable_chunk_is_counted_and_reported_without_touching_the_queue():
+    core, robot = core_at()
+    robot.tick(2)
+    assert core.enable(robot.now)[0]
+    assert core.on_chunk(moving_chunk(robot.now, READY, seq=1), robot.now).accepted
+    queued = core.status(robot.now).queue_depth
+    result = core.reject_unparsable_chunk("actions has 47 values, expected horizon x action_dim = 48", sequence=2)
+    assert not result.accepted and result.sequence == 2
+    status = core.status(robot.now)
+    assert status.chunks_rejected == 1 and status.chunks_accepted == 1 and status.queue_depth == queued
+    assert core.last_chunk.reason.startswith("actions has 47 values")

@@ -195,3 +195,10 @@ def test_executor_node_eef_delta_output(processes, rclpy_context, tmp_path):
     assert all(np.all(np.isfinite(m.data)) for m in received), "never a NaN on the wire"
     assert tail and all(list(m.data) == [0.0] * 6 + [1.0] for m in tail)  # NaN row -> hold, gripper kept
     node.destroy_node()
+
+
+def test_unparsable_chunk_is_counted():
+    core = running_core()
+    result = core.reject_unparsable_chunk("bad layout", sequence=7)
+    assert not result.accepted and result.sequence == 7 and core.chunks_rejected == 1
+    assert core.last_chunk.reason == "bad layout"

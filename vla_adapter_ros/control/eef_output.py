@@ -123,6 +123,13 @@ class EefDeltaCore:
         self.last_chunk = result
         return result
 
+    def reject_unparsable_chunk(self, reason: str, sequence: int = 0) -> AddResult:
+        """Same contract as ExecutorCore.reject_unparsable_chunk."""
+        with self._lock:
+            self.chunks_rejected += 1
+            self.last_chunk = AddResult(False, reason, float("nan"), sequence=int(sequence))
+            return self.last_chunk
+
     def on_chunk(self, chunk: Chunk, now: float) -> AddResult:
         with self._lock:
             if chunk.is_stop:

@@ -275,6 +275,14 @@ class ExecutorCore:
         self.last_chunk = result
         return result
 
+    @_locked
+    def reject_unparsable_chunk(self, reason: str, sequence: int = 0) -> AddResult:
+        """A chunk message that could not even be turned into a Chunk: counted and reported like any
+        other rejection (the queue is untouched)."""
+        self.chunks_rejected += 1
+        self.last_chunk = AddResult(False, reason, float("nan"), sequence=int(sequence))
+        return self.last_chunk
+
     # ---- state machine ---------------------------------------------------------------------
     def _fresh_state(self, now: float) -> bool:
         return self.measured_stamp is not None and now - self.measured_stamp <= self.limits.joint_state_timeout

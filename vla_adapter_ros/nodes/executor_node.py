@@ -204,7 +204,7 @@ class ExecutorNode(Node):
                                     msg.action_space, list(msg.names), msg.horizon, msg.action_dim,
                                     msg.actions, list(msg.gripper), msg.sequence)
         except ValueError as exc:
-            self.core.chunks_rejected += 1
+            self.core.reject_unparsable_chunk(str(exc), msg.sequence)
             self.get_logger().warning(f"chunk {msg.sequence} rejected: {exc}")
             return
         result = self.core.on_chunk(chunk, now)
