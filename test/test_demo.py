@@ -64,3 +64,15 @@ def test_checkpoint_argument_resolution(tmp_path, monkeypatch):
     (tmp_path / "shipped").mkdir()
     (tmp_path / "shipped" / "config.yaml").write_text("name: x\n")
     assert demo.resolve_checkpoint("") == str(tmp_path / "shipped")
+
+
+def test_a_self_contained_stack_gets_a_private_domain_unless_one_is_chosen():
+    from vla_adapter_ros.stack_session import PRIVATE_DOMAINS, isolate_ros_graph
+
+    env = {}
+    line = isolate_ros_graph(env)
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    assert PRIVATE_DOMAINS[0] <= int(env["ROS_DOMAIN_ID"]) < PRIVATE_DOMAINS[1] and "private" in line
+    env = {"ROS_DOMAIN_ID": "7", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}
+    assert isolate_ros_graph(env) == "ROS_DOMAIN_ID=7 (from the environment)"
+    assert env == {"ROS_DOMAIN_ID": "7", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}  # the user's choice stands

@@ -84,7 +84,9 @@ def _node_specs(params: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # talks to its own nodes only
+    from vla_adapter_ros.stack_session import isolate_ros_graph
+
+    print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
     if args.episodes < 1 or not args.tasks:
         print("collect: need at least one task and one episode")
         return 2

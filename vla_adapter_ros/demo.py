@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -166,7 +165,9 @@ def format_table(table: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # a demo talks to itself
+    from vla_adapter_ros.stack_session import isolate_ros_graph
+
+    print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
     from sensor_msgs.msg import Image, JointState

@@ -12,11 +12,29 @@ Waiting stops early when a node of the stack exits (`stack_exited`) or, if given
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
 from vla_adapter_ros.supervisor import NodeSpec, Supervisor
+
+
+PRIVATE_DOMAINS = (100, 200)  # [first, last) ROS_DOMAIN_ID picked for a self-contained stack
+
+
+def isolate_ros_graph(environ=os.environ) -> str:
+    """Keep a self-contained stack (demo, collect, libero-eval) to itself: discovery on this machine only
+    and, unless the user chose a ROS_DOMAIN_ID, a private one. Two stacks on one machine would otherwise
+    mix their topics, and a simulation's commands (e.g. /fr3_arm_controller/joint_trajectory) could reach
+    a real controller running on the same computer. Returns a line saying which domain is used."""
+    environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if environ.get("ROS_DOMAIN_ID", "").strip():
+        return f"ROS_DOMAIN_ID={environ['ROS_DOMAIN_ID']} (from the environment)"
+    first, last = PRIVATE_DOMAINS
+    environ["ROS_DOMAIN_ID"] = str(first + os.getpid() % (last - first))
+    return (f"ROS_DOMAIN_ID={environ['ROS_DOMAIN_ID']} (private to this run; export ROS_DOMAIN_ID to choose one, "
+            "e.g. to watch it with ros2 topic echo)")
 
 
 class StackSession:

@@ -219,7 +219,9 @@ def _run_suite(suite: str, checkpoint: str, args: argparse.Namespace, out_dir: P
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # the stack talks to itself
+    from vla_adapter_ros.stack_session import isolate_ros_graph
+
+    print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
     if not Path(args.libero_python).is_file():
         print(f"libero-eval: no LIBERO environment at {args.libero_python}: run scripts/setup_libero.sh "
               "(or pass --libero-python)", file=sys.stderr)
