@@ -4,7 +4,6 @@ starts them; the test process watches the arm, checks limits, and presses the es
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
