@@ -116,8 +116,16 @@ class TrackingRobot:
     def trigger(self, name):
         return self.call(Trigger, name, Trigger.Request())
 
-    def enable(self, on=True):
-        return self.call(SetBool, "enable", SetBool.Request(data=on))
+    def enable(self, on=True, timeout=15.0):
+        """~/enable; retried while the executor has not yet received one of our joint states."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.call(SetBool, "enable", SetBool.Request(data=on))
+            if reply.success or "no fresh joint state" not in reply.message or time.monotonic() > deadline:
+                return reply
+            self.wait(0.2)
 
     def last_status(self):
         return self.status[-1] if self.status else None
