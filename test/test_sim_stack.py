@@ -56,6 +56,8 @@ def test_closed_loop_episode_moves_within_limits_and_estop_stops_it(processes, r
     ready = np.array(LIMITS.start_pose)
     assert np.max(np.abs(np.array(states[-1].position[:7]) - ready)) < 0.01  # sim starts at the ready pose
 
+    # a message published before discovery has matched the policy's subscription is lost
+    assert spin_until(executor, lambda: instruction.get_subscription_count() > 0, 30)
     instruction.publish(String(data="reach the red cube"))
     moved = lambda: states and np.max(np.abs(np.array(states[-1].position[:7]) - ready)) > 0.02  # noqa: E731
     assert spin_until(executor, moved, 90), (status[-1], children["policy_node"].output()[-2000:])

@@ -13,6 +13,8 @@ if pidfile:
         f.write(str(os.getpid()))
 if mode == "stubborn":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+elif signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # as run_node: take back an inherited "ignore"
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 print(f"{name} up with args {' '.join(sys.argv[1:])}", flush=True)
 if mode == "fail":
     time.sleep(0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any, Callable
 
@@ -59,28 +60,43 @@ def run_node(
     """The whole life of a node process: init, build + `setup` (any failure: one clear line and exit
     code 1, never a hang), spin an executor (`num_threads` 1: single-threaded) until Ctrl-C /
     shutdown, `teardown`, clean up. Returns the process exit code."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # inherited from a non-interactive shell's background job: SIGINT is how the supervisor and
+        # ros2 launch ask a node to stop gracefully, so take it back
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = None
     try:
         node = make_node()
         if setup is not None:
             setup(node)
-    except Exception as exc:
-        code = fatal(node, f"{name}: cannot start: {type(exc).__name__}: {exc}")
+    except (Exception, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C during a long start (model loading): no traceback
+            print(f"{name}: interrupted while starting", file=sys.stderr, flush=True)
+            code = 0
+        else:
+            code = fatal(node, f"{name}: cannot start: {type(exc).__name__}: {exc}")
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
         return code
-    executor = SingleThreadedExecutor() if num_threads == 1 else MultiThreadedExecutor(num_threads=num_threads)
-    executor.add_node(node)
+    executor = None
     try:
-        executor.spin()
+        # a SIGINT that came during setup has already shut the context down: stop cleanly, no traceback
+        if rclpy.ok():
+            executor = SingleThreadedExecutor() if num_threads == 1 else MultiThreadedExecutor(num_threads=num_threads)
+            executor.add_node(node)
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():  # a real failure; otherwise a shutdown raced the executor's creation
+            raise
     finally:
         if teardown is not None:
             teardown(node)
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
