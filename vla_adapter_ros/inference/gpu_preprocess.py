@@ -15,30 +15,13 @@ TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``) if you need this to hol
 
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import numpy as np
 import torch
 
 from vla_adapter_ros.model.config import ProcessorConfig
-from vla_adapter_ros.model.processor import _resample_weights
-
-
-def _crop_coords(n_in: int, n_out: int, crop_scale: float):
-    """Source rows (lo, hi) and float32 blend weights of TF ``crop_and_resize`` for a central crop."""
-    side = np.float32(min(max(math.sqrt(crop_scale), 0.0), 1.0))
-    lo = (np.float32(1.0) - side) / np.float32(2.0)
-    hi = lo + side
-    if n_out > 1:
-        step = (hi - lo) * np.float32(n_in - 1) / np.float32(n_out - 1)
-        c = lo * np.float32(n_in - 1) + np.arange(n_out, dtype=np.float32) * step
-    else:
-        c = np.full(1, 0.5 * (lo + hi) * (n_in - 1), dtype=np.float32)
-    c = c.astype(np.float32)
-    c0, c1 = np.floor(c).astype(np.int64), np.ceil(c).astype(np.int64)
-    frac = (c - c0).astype(np.float32)
-    return np.clip(c0, 0, n_in - 1), np.clip(c1, 0, n_in - 1), frac
+from vla_adapter_ros.model.processor import _resample_weights, center_crop_coords
 
 
 class DevicePreprocessor:
@@ -59,8 +42,8 @@ class DevicePreprocessor:
             self.wy = t(_resample_weights(h, s))  # (S, H)
             self.wx = t(_resample_weights(w, s).T)  # (W, S)
         if cfg.center_crop:
-            y0, y1, fy = _crop_coords(s, s, cfg.crop_scale)
-            x0, x1, fx = _crop_coords(s, s, cfg.crop_scale)
+            y0, y1, fy = center_crop_coords(s, s, cfg.crop_scale)
+            x0, x1, fx = center_crop_coords(s, s, cfg.crop_scale)
             self.y0, self.y1, self.x0, self.x1 = (t(a, torch.long) for a in (y0, y1, x0, x1))
             self.fy, self.fx = t(fy)[:, None], t(fx)
         self.mean = t(list(cfg.dino_mean) + list(cfg.siglip_mean))[:, None, None]

@@ -240,6 +240,24 @@ def resize_lanczos(img: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
+def center_crop_coords(n_in: int, n_out: int, crop_scale: float):
+    """Source indices (lower, upper, clipped to the image) and float32 blend weights of TF
+    ``crop_and_resize`` (bilinear) for the central crop of area ``crop_scale`` along one axis."""
+    side = np.float32(min(max(math.sqrt(crop_scale), 0.0), 1.0))
+    lo = (np.float32(1.0) - side) / np.float32(2.0)
+    hi = lo + side
+    if n_out > 1:
+        step = (hi - lo) * np.float32(n_in - 1) / np.float32(n_out - 1)
+        c = lo * np.float32(n_in - 1) + np.arange(n_out, dtype=np.float32) * step
+    else:
+        c = np.full(1, 0.5 * (lo + hi) * (n_in - 1), dtype=np.float32)
+    c = c.astype(np.float32)
+    c0 = np.floor(c).astype(np.int64)
+    c1 = np.ceil(c).astype(np.int64)
+    frac = (c - c0).astype(np.float32)
+    return np.clip(c0, 0, n_in - 1), np.clip(c1, 0, n_in - 1), frac
+
+
 def center_crop_resize(img: np.ndarray, crop_scale: float = 0.9, size: Optional[int] = None) -> np.ndarray:
     """Central crop with area ``crop_scale`` (side sqrt(crop_scale)), bilinearly resampled to ``size``.
 
@@ -248,26 +266,9 @@ def center_crop_resize(img: np.ndarray, crop_scale: float = 0.9, size: Optional[
     """
     h, w = img.shape[:2]
     size = size or h
-    side = np.float32(min(max(math.sqrt(crop_scale), 0.0), 1.0))
-    off = (np.float32(1.0) - side) / np.float32(2.0)
-    y1, y2 = off, off + side
-    x1, x2 = off, off + side
     x = img.astype(np.float32) * np.float32(1.0 / 255.0)
-
-    def coords(lo, hi, n_in, n_out):
-        if n_out > 1:
-            step = (hi - lo) * np.float32(n_in - 1) / np.float32(n_out - 1)
-            c = lo * np.float32(n_in - 1) + np.arange(n_out, dtype=np.float32) * step
-        else:
-            c = np.full(1, 0.5 * (lo + hi) * (n_in - 1), dtype=np.float32)
-        c = c.astype(np.float32)
-        c0 = np.floor(c).astype(np.int64)
-        c1 = np.ceil(c).astype(np.int64)
-        frac = (c - c0).astype(np.float32)
-        return np.clip(c0, 0, n_in - 1), np.clip(c1, 0, n_in - 1), frac
-
-    ty, by, fy = coords(y1, y2, h, size)
-    lx, rx, fx = coords(x1, x2, w, size)
+    ty, by, fy = center_crop_coords(h, size, crop_scale)
+    lx, rx, fx = center_crop_coords(w, size, crop_scale)
     top = x[ty][:, lx] + (x[ty][:, rx] - x[ty][:, lx]) * fx[None, :, None]
     bot = x[by][:, lx] + (x[by][:, rx] - x[by][:, lx]) * fx[None, :, None]
     out = top + (bot - top) * fy[:, None, None]
