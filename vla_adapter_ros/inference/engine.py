@@ -98,11 +98,15 @@ class InferenceEngine:
             raise FloatingPointError("the model produced non-finite actions")
         return actions
 
-    def warmup(self, iterations: int = 2, image_size: int = 256) -> list[float]:
+    def warmup_image_sizes(self, image_size: int | None) -> list[tuple[int, int]]:
+        """(H, W) per camera of the synthetic warm-up images (default 256 x 256)."""
+        side = 256 if image_size is None else int(image_size)
+        return [(side, side)] * self.num_images
+
+    def warmup(self, iterations: int = 2, image_size: int | None = None) -> list[float]:
         """Run a few predictions on synthetic inputs; returns their durations in ms."""
         rng = np.random.default_rng(0)
-        images = [rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
-                  for _ in range(self.num_images)]
+        images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in self.warmup_image_sizes(image_size)]
         proprio = np.zeros(self.proprio_dim)
         times = []
         for _ in range(iterations):

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vla_adapter_ros.model.policy import BridgeAttentionBlock, PairRotary
+from vla_adapter_ros.model.api import check_instruction_and_proprio
+from vla_adapter_ros.model.policy import BridgeAttentionBlock
 from vla_adapter_ros.model.processor import tokenize_prompt
 
 from .engine import InferenceEngine, resolve_device
@@ -59,21 +60,7 @@ class SDPABridgeAttentionBlock(BridgeAttentionBlock):
 
     def forward(self, x: torch.Tensor, raw: torch.Tensor, adapter: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
-        q = self._heads(self.q_proj(x))
-        if self.pro:
-            k_s, v_s = self._heads(self.k_self(x)), self._heads(self.v_self(x))
-            k_a, v_a = self._heads(self.k_adapter(adapter)), self._heads(self.v_adapter(adapter))
-            k_r, v_r = self._heads(self.k_task(raw)), self._heads(self.v_task(raw))
-            cos, sin = self.rope.cos_sin(t, x.dtype)
-            q, k_s = PairRotary.apply(q, cos, sin), PairRotary.apply(k_s, cos, sin)
-            cos, sin = self.rope.cos_sin(adapter.shape[1], x.dtype)
-            k_a = PairRotary.apply(k_a, cos, sin)
-            cos, sin = self.rope.cos_sin(raw.shape[1], x.dtype)
-            k_r = PairRotary.apply(k_r, cos, sin)
-        else:
-            k_s, v_s = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
-            k_a, v_a = self._heads(self.k_proj(adapter)), self._heads(self.v_proj(adapter))
-            k_r, v_r = self._heads(self.k_proj(raw)), self._heads(self.v_proj(raw))
+        q, (k_s, v_s), (k_a, v_a), (k_r, v_r) = self.project(x, raw, adapter)
         k = torch.cat([k_s, k_a, k_r * torch.tanh(self.gating_factor)], dim=2)
         v = torch.cat([v_s, v_a, v_r], dim=2)
         out = F.scaled_dot_product_attention(q, k, v)
@@ -286,16 +273,11 @@ class FastInferenceEngine(InferenceEngine):
                 raise ValueError(f"{where}, image {k}: expected dtype uint8, got {im.dtype}")
             if im.ndim != 3 or im.shape[2] != 3 or im.shape[0] < 2 or im.shape[1] < 2:
                 raise ValueError(f"{where}, image {k}: expected shape (H, W, 3), got {tuple(im.shape)}")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError(f"{where}: instruction must be a non-empty string")
-        pr = np.asarray(proprio)
-        if pr.dtype.kind not in "fiu":
-            raise ValueError(f"{where}: proprio must be numeric, got dtype {pr.dtype}")
-        if pr.shape != (self.proprio_dim,):
-            raise ValueError(f"{where}: proprio must have shape ({self.proprio_dim},), got {pr.shape}")
-        if not np.all(np.isfinite(pr)):
-            raise ValueError(f"{where}: proprio contains NaN or Inf")
-        return list(images), instruction, pr.astype(np.float64)
+        try:
+            pr = check_instruction_and_proprio(instruction, proprio, self.proprio_dim)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        return list(images), instruction, pr
 
     def _mismatch(self, observations) -> Optional[str]:
         """Why these observations do not fit the static shapes (None if they do)."""
@@ -372,17 +354,6 @@ class FastInferenceEngine(InferenceEngine):
                                             torch.from_numpy(proprio[i : i + 1]).to(dev)))
         return torch.cat(outs)
 
-    def warmup(self, iterations: int = 2, image_size: Optional[int] = None) -> list:
-        """A few predictions on synthetic inputs of the built image sizes (or ``image_size`` squared); ms each."""
-        import time
-
-        rng = np.random.default_rng(0)
-        sizes = self.image_sizes if image_size is None else [(image_size, image_size)] * self.num_images
-        images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
-        proprio = np.zeros(self.proprio_dim)
-        times = []
-        for _ in range(iterations):
-            start = time.perf_counter()
-            self.predict(images, "warm up the model", proprio)
-            times.append((time.perf_counter() - start) * 1e3)
-        return times
+    def warmup_image_sizes(self, image_size: Optional[int]) -> list:
+        """The built camera sizes (the captured shapes), or ``image_size`` squared."""
+        return list(self.image_sizes) if image_size is None else [(image_size, image_size)] * self.num_images

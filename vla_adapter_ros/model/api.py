@@ -20,6 +20,21 @@ from .processor import QwenTokenizer, check_image, preprocess_images, tokenize_p
 from .vla import VLAAdapter
 
 
+def check_instruction_and_proprio(instruction, proprio, proprio_dim: int) -> np.ndarray:
+    """A non-empty instruction and a finite numeric proprio vector of ``proprio_dim`` values (returned as
+    float64); raises ValueError saying what is wrong."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ValueError("instruction must be a non-empty string")
+    pr = np.asarray(proprio)
+    if pr.dtype.kind not in "fiu":
+        raise ValueError(f"proprio must be numeric, got dtype {pr.dtype}")
+    if pr.shape != (proprio_dim,):
+        raise ValueError(f"proprio must have shape ({proprio_dim},), got {pr.shape}")
+    if not np.all(np.isfinite(pr)):
+        raise ValueError("proprio contains NaN or Inf")
+    return pr.astype(np.float64)
+
+
 class VLAAdapterPolicy:
     def __init__(
         self,
@@ -82,15 +97,7 @@ class VLAAdapterPolicy:
             raise ValueError(f"expected {p.num_images} images (primary first, then wrist), got {len(images)}")
         for i, im in enumerate(images):
             check_image(im, i)
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError("instruction must be a non-empty string")
-        pr = np.asarray(proprio)
-        if pr.dtype.kind not in "fiu":
-            raise ValueError(f"proprio must be numeric, got dtype {pr.dtype}")
-        if pr.shape != (p.proprio_dim,):
-            raise ValueError(f"proprio must have shape ({p.proprio_dim},), got {pr.shape}")
-        if not np.all(np.isfinite(pr)):
-            raise ValueError("proprio contains NaN or Inf")
+        check_instruction_and_proprio(instruction, proprio, p.proprio_dim)
 
     # ------------------------------------------------------------------ stages
     def preprocess(

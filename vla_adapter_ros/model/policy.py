@@ -90,9 +90,10 @@ class BridgeAttentionBlock(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, raw: torch.Tensor, adapter: torch.Tensor) -> torch.Tensor:
-        """x (B,T,D); raw = C^R (B,K_r,D); adapter = [C^AQ ; proprio] (B,K_a,D)."""
-        b, t, c = x.shape
+    def project(self, x: torch.Tensor, raw: torch.Tensor, adapter: torch.Tensor):
+        """Per-head queries and the keys/values of the three sources (rotary applied in Pro):
+        q, (k_self, v_self), (k_adapter, v_adapter), (k_raw, v_raw), each (B, heads, n, head_dim)."""
+        t = x.shape[1]
         q = self._heads(self.q_proj(x))
         if self.pro:
             k_s, v_s = self._heads(self.k_self(x)), self._heads(self.v_self(x))
@@ -108,6 +109,12 @@ class BridgeAttentionBlock(nn.Module):
             k_s, v_s = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
             k_a, v_a = self._heads(self.k_proj(adapter)), self._heads(self.v_proj(adapter))
             k_r, v_r = self._heads(self.k_proj(raw)), self._heads(self.v_proj(raw))
+        return q, (k_s, v_s), (k_a, v_a), (k_r, v_r)
+
+    def forward(self, x: torch.Tensor, raw: torch.Tensor, adapter: torch.Tensor) -> torch.Tensor:
+        """x (B,T,D); raw = C^R (B,K_r,D); adapter = [C^AQ ; proprio] (B,K_a,D)."""
+        b, t, c = x.shape
+        q, (k_s, v_s), (k_a, v_a), (k_r, v_r) = self.project(x, raw, adapter)
         gate = torch.tanh(self.gating_factor)
         scores = torch.cat(
             [q @ k_s.transpose(-2, -1), q @ k_a.transpose(-2, -1), (q @ k_r.transpose(-2, -1)) * gate], dim=-1
