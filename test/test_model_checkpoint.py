@@ -342,3 +342,30 @@ def test_export_half_precision_copy(good_dir, tmp_path, models):
         export_checkpoint(src, out)
     with pytest.raises(CheckpointError, match="dtype must be one of"):
         export_checkpoint(src, tmp_path / "exp2", "int8")
+
+
+def test_model_without_proprio_input(tmp_path):
+    """platform.use_proprio false: no projector, no proprio token, proprio ignored; own format round trip;
+    the official layout (which always has a projector file) refuses it with a clear error."""
+    cfg = tiny_config("pro").replace_platform(use_proprio=False)
+    torch.manual_seed(3)
+    m = _perturb(VLAAdapter(cfg).eval())
+    assert m.proprio_projector is None and not any(k.startswith("proprio_projector.") for k in m.state_dict())
+    pv, ids, mask, pr = _batch(cfg)
+    a = _out(m, (pv, ids, mask, pr))
+    assert torch.equal(a, _out(m, (pv, ids, mask, pr * 10 - 3)))  # proprio has no effect
+    assert not torch.equal(a, _out(m, (pv.flip(-1), ids, mask, pr)))  # images still do
+    # the same weights with a proprio token give a different chunk: the token really is absent
+    with_p = _perturb(VLAAdapter(tiny_config("pro")).eval())
+    with_p.load_state_dict(m.state_dict(), strict=False)
+    assert not torch.allclose(_out(with_p, (pv, ids, mask, pr)), a)
+    save_checkpoint(m, tmp_path / "ck", STATS)
+    m2, _ = load_checkpoint(tmp_path / "ck")
+    assert m2.config.platform.use_proprio is False and m2.proprio_projector is None
+    assert torch.equal(_out(m2, (pv, ids, mask, pr)), a)
+    with pytest.raises(CheckpointError, match="proprio projector"):
+        save_official_layout(m, tmp_path / "official", STATS, {})
+    bad = tiny_config("pro")
+    bad.platform.use_proprio = "no"
+    with pytest.raises(ValueError, match="use_proprio"):
+        bad.validate()

@@ -212,3 +212,60 @@ def test_full_finetuning_with_frozen_embeddings(dataset, tmp_path):
     assert not torch.equal(tr.model.language_model.model.layers[0].mlp.up_proj.weight, before_layer)
     full = Trainer(_cfg(dataset, tmp_path / "run_full", use_lora=False))
     assert full.model.language_model.model.embed_tokens.weight.requires_grad
+
+
+def test_image_cache_is_transparent(dataset, tmp_path):
+    lazy = load_dataset(dataset, chunk_len=4)
+    cached = load_dataset(dataset, chunk_len=4)
+    cams = cached.cameras
+    assert cached.frames.decoded_image_bytes(cams) == len(cached) * sum(
+        int(np.prod(lazy[0]["images"][k].shape)) for k in range(len(cams)))
+    cached.frames.cache_images(cams)
+    for i in (0, 7, len(lazy) - 1):
+        for a, b in zip(lazy[i]["images"], cached[i]["images"]):
+            assert a.dtype == b.dtype == np.uint8 and np.array_equal(a, b) and a.any()
+    # the cache changes nothing but speed: identical losses with and without it
+    on = Trainer(_cfg(dataset, tmp_path / "on", cache_images=True, image_aug=True)).fit()["losses"]
+    off = Trainer(_cfg(dataset, tmp_path / "off", cache_images=False, image_aug=True)).fit()["losses"]
+    np.testing.assert_allclose(on, off, rtol=0, atol=1e-6)
+    p = add_arguments(argparse.ArgumentParser())
+    assert p.parse_args(["d", "o"]).cache_images is None
+    assert p.parse_args(["d", "o", "--cache-images"]).cache_images is True
+    assert p.parse_args(["d", "o", "--no-cache-images"]).cache_images is False
+
+
+def test_diagnose_reports_input_use(dataset, tmp_path, capsys):
+    from vla_adapter_ros.model.checkpoint import load_checkpoint
+    from vla_adapter_ros.train import diagnose as dg
+
+    Trainer(_cfg(dataset, tmp_path / "np", use_proprio=False)).fit()
+    ck = tmp_path / "np/final"
+    r = dg.diagnose(ck, dataset, num_frames=12, batch_size=6, seed=1)
+    assert r["frames"] == 12 and not r["uses_proprio"] and len(r["l1_per_dim"]) == len(r["action_names"]) == 8
+    assert r["swap"]["proprio"]["moved"] == 0.0  # no proprio input: swapping it cannot move the output
+    assert r["swap"]["images"]["moved"] > 0.0 and r["swap"]["instruction"]["changed"] > 0
+    # the reported L1 is the masked mean |prediction - target| on exactly those frames
+    model, norm = load_checkpoint(ck)
+    ds = load_dataset(dataset, chunk_len=model.config.platform.chunk_len)
+    rows = np.sort(np.random.default_rng(1).choice(len(ds), size=12, replace=False))
+    from vla_adapter_ros.model.processor import QwenTokenizer
+    from vla_adapter_ros.train.finetune import BatchBuilder
+
+    errs = []
+    for part in (rows[:6], rows[6:]):
+        b = BatchBuilder(model.config, norm, QwenTokenizer.load(ck)).batch([ds[int(i)] for i in part])
+        with torch.no_grad():
+            pred = model(b["pixel_values"], b["input_ids"], b["attention_mask"], b["proprio"]).numpy()
+        m = b["action_mask"].numpy()[..., None]
+        errs.append((np.abs(pred - b["actions"].numpy()) * m).sum((0, 1)) / m.sum())
+    np.testing.assert_allclose(r["l1_per_dim"], np.mean(errs, 0), rtol=1e-5, atol=1e-7)
+    assert "no proprio input" in dg.format_report(r)
+    # CLI: report on stdout, JSON file, clear error for a mismatching dataset
+    p = argparse.ArgumentParser()
+    dg.add_arguments(p)
+    assert dg.run(p.parse_args([str(ck), str(dataset), "--frames", "8", "--batch-size", "4", "--json",
+                                str(tmp_path / "d.json"), "--no-progress"])) == 0
+    assert "input taken from another frame" in capsys.readouterr().out
+    assert json.loads((tmp_path / "d.json").read_text())["frames"] == 8
+    assert dg.run(p.parse_args([str(ck), str(dataset), "--batch-size", "1"])) == 2
+    assert "at least 2" in capsys.readouterr().err

@@ -599,6 +599,9 @@ def save_official_layout(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg: VLAAdapterConfig = model.config
+    if not cfg.platform.use_proprio:
+        raise CheckpointError("the official layout needs a proprio projector; this model has no proprio input "
+                              "(platform.use_proprio false): save it in the native layout")
     sd = {k: v.detach().cpu().contiguous() for k, v in _base_state_dict(model).items()}
     vlm = {k: v.clone() for k, v in ours_to_official_vlm(sd).items()}
     save_file(vlm, str(path / MODEL_FILE))

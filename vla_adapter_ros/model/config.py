@@ -88,6 +88,9 @@ class PlatformConfig:
     normalization: str = "bounds_q99"
     gripper_index: int = -1  # which action dimension is the gripper (None-like: -1 = last)
     invert_gripper: bool = True  # LIBERO convention: model 1 = open -> env -1 = open
+    # False: the model takes no proprioceptive input (no proprio projector, no proprio token in the policy;
+    # callers still pass proprio, which is validated and ignored). The official training option ``use_proprio``.
+    use_proprio: bool = True
 
 
 @dataclass
@@ -162,6 +165,8 @@ class VLAAdapterConfig:
         if errs:
             raise ConfigError("invalid VLA-Adapter config: " + "; ".join(errs))
 
+        if not isinstance(self.platform.use_proprio, bool):
+            errs.append(f"platform.use_proprio must be true or false, got {self.platform.use_proprio!r}")
         if self.platform.normalization not in NORMALIZATION_TYPES:
             errs.append(
                 f"platform.normalization must be one of {NORMALIZATION_TYPES}, got {self.platform.normalization!r}"

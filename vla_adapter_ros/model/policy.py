@@ -8,6 +8,8 @@ Module/parameter names follow the official state dict so that released ``action_
 from __future__ import annotations
 
 import math
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -165,14 +167,16 @@ class BridgeAttentionPolicy(nn.Module):
             )
         return z
 
-    def forward(self, raw_feats: torch.Tensor, aq_feats: torch.Tensor, proprio_token: torch.Tensor) -> torch.Tensor:
+    def forward(self, raw_feats: torch.Tensor, aq_feats: torch.Tensor,
+                proprio_token: Optional[torch.Tensor]) -> torch.Tensor:
         """raw_feats (B, n_blocks, K_r, D): C^R per block; aq_feats (B, n_blocks, n_q, D): C^AQ per block;
-        proprio_token (B, 1, D). Block i reads index i (the caller already selected LLM layer i+1)."""
+        proprio_token (B, 1, D) or None (model without proprio input: the adapter tokens are C^AQ alone).
+        Block i reads index i (the caller already selected LLM layer i+1)."""
         b = raw_feats.shape[0]
         m = self.model
         x = m.layer_norm1(self.initial_latent(b, raw_feats.dtype, raw_feats.device))
         x = F.relu(m.fc1(x))
         for i, blk in enumerate(m.mlp_resnet_blocks):
-            adapter = torch.cat([aq_feats[:, i], proprio_token], dim=1)
+            adapter = aq_feats[:, i] if proprio_token is None else torch.cat([aq_feats[:, i], proprio_token], dim=1)
             x = blk(x, raw_feats[:, i], adapter)
         return m.fc2(m.layer_norm2(x))

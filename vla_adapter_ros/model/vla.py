@@ -76,7 +76,8 @@ class VLAAdapter(nn.Module):
         self.action_queries = nn.Embedding(cfg.num_action_queries, cfg.llm.hidden_size)
         with torch.no_grad():
             self.action_queries.weight.zero_()
-        self.proprio_projector = ProprioProjector(cfg.platform.proprio_dim, cfg.llm.hidden_size)
+        self.proprio_projector = (ProprioProjector(cfg.platform.proprio_dim, cfg.llm.hidden_size)
+                                  if cfg.platform.use_proprio else None)
         self.action_head = BridgeAttentionPolicy(cfg)
 
     # ------------------------------------------------------------------
@@ -143,12 +144,15 @@ class VLAAdapter(nn.Module):
         proprio: torch.Tensor,
     ) -> torch.Tensor:
         """pixel_values (B, 6*num_images, H, W), input_ids/attention_mask (B, T) right-padded prompt,
-        proprio (B, proprio_dim) normalized -> normalized actions (B, chunk_len, action_dim)."""
+        proprio (B, proprio_dim) normalized (ignored without a proprio projector) -> normalized actions
+        (B, chunk_len, action_dim)."""
         raw, aq = self.backbone_features(pixel_values, input_ids, attention_mask)
-        pdtype = self.proprio_projector.fc1.weight.dtype
-        ptok = self.proprio_projector(proprio.reshape(proprio.shape[0], -1).to(pdtype)).unsqueeze(1)
         hdtype = self.action_head.model.fc1.weight.dtype
-        return self.action_head(raw.to(hdtype), aq.to(hdtype), ptok.to(hdtype))
+        ptok = None
+        if self.proprio_projector is not None:
+            pdtype = self.proprio_projector.fc1.weight.dtype
+            ptok = self.proprio_projector(proprio.reshape(proprio.shape[0], -1).to(pdtype)).unsqueeze(1).to(hdtype)
+        return self.action_head(raw.to(hdtype), aq.to(hdtype), ptok)
 
 
 def count_parameters(module: nn.Module) -> int:

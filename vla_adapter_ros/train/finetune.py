@@ -41,6 +41,9 @@ STATE_FILE = "train_state.pt"
 LATEST = "latest"
 
 
+CACHE_IMAGES_AUTO_BYTES = 4 * 2**30
+
+
 class TrainError(ValueError):
     pass
 
@@ -77,6 +80,11 @@ class TrainConfig:
     precision: str = "auto"  # "bf16" (autocast, CUDA), "fp32", "auto" = bf16 on CUDA else fp32
     cameras: Optional[List[str]] = None  # dataset camera names to feed, primary first
     chunk_len: Optional[int] = None  # actions per chunk; None = the base model's (8)
+    # decode all images into memory once: None = when they take at most CACHE_IMAGES_AUTO_BYTES
+    cache_images: Optional[bool] = None
+    # None = the base model's; False = no proprio input (guards against the "copycat" shortcut: with the
+    # end-effector pose as input, behaviour cloning learns to continue the motion it sees instead of looking)
+    use_proprio: Optional[bool] = None
     image_aug: bool = True  # official: random crop (area 0.9) + colour jitter; off = center crop as at inference
     progress: bool = True
     unnorm_key: str = ""  # statistics key; default dataset name
@@ -351,9 +359,16 @@ class Trainer:
         platform = _platform_from_dataset(info, len(cams))
         if cfg.chunk_len is not None:
             platform["chunk_len"] = int(cfg.chunk_len)
+        if cfg.use_proprio is not None:
+            platform["use_proprio"] = bool(cfg.use_proprio)
         self.model = build_training_model(cfg, platform, self.log)
         self.model_cfg = self.model.config
         self.dataset = load_dataset(cfg.dataset, chunk_len=self.model_cfg.platform.chunk_len, cameras=cams)
+        need = self.dataset.frames.decoded_image_bytes(cams)
+        if cfg.cache_images or (cfg.cache_images is None and need <= CACHE_IMAGES_AUTO_BYTES):
+            self.log(f"[train] decoding {need / 2**20:.0f} MiB of images into memory once"
+                     f"{' (--no-cache-images reads them per sample)' if cfg.cache_images is None else ''}")
+            self.dataset.frames.cache_images(cams, progress=cfg.progress and self.is_main)
         stats_all = self.dataset.norm_stats
         if not stats_all:
             raise TrainError(f"{cfg.dataset}: no meta/dataset_statistics.json")
@@ -654,6 +669,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
     parser.add_argument("--cameras", nargs="+", default=None, help="dataset camera names, primary first")
     parser.add_argument("--chunk-len", type=int, default=None, help="actions per chunk (default: the base model's)")
+    parser.add_argument("--no-proprio", dest="use_proprio", action="store_false", default=None,
+                        help="train a model without proprioceptive input (default: as the base model)")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache-images", dest="cache_images", action="store_true", default=None,
+                       help="decode all images into memory once (default: when they fit in "
+                       f"{CACHE_IMAGES_AUTO_BYTES // 2**30} GiB)")
+    cache.add_argument("--no-cache-images", dest="cache_images", action="store_false",
+                       help="read and decode images per sample")
     parser.add_argument("--no-image-aug", dest="image_aug", action="store_false",
                         help="no random crop / colour jitter (train on the inference center crop)")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
