@@ -102,3 +102,41 @@ def test_bench_runs():
     out = bench(seconds=0.2, renders=2, size=32)
     assert out["physics_rtf_raw"] > 1.0
     assert out["render_ms_2cams_fast"] > 0
+
+
+def test_jittered_start(env):
+    from vla_adapter_ros.control.kinematics import FrankaKinematics, matrix_to_axis_angle
+    from vla_adapter_ros.sim.env import READY_POSE
+    from vla_adapter_ros.sim.tasks import START_JITTER_XYZ_M, START_JITTER_YAW_RAD, jittered_start
+
+    kin = FrankaKinematics()
+    ready = kin.fk(READY_POSE)
+    assert np.array_equal(jittered_start(5, 0.0), READY_POSE)  # no jitter: exactly the ready pose
+    offsets = []
+    for seed in range(6):
+        q = jittered_start(seed, 1.0)
+        assert np.array_equal(q, jittered_start(seed, 1.0))  # seeded
+        tcp = kin.fk(q)
+        off = tcp[:3, 3] - ready[:3, 3]
+        assert np.all(np.abs(off) <= START_JITTER_XYZ_M + 1e-4)
+        turn = matrix_to_axis_angle(tcp[:3, :3] @ ready[:3, :3].T)  # a pure turn about the vertical
+        assert abs(turn[2]) <= START_JITTER_YAW_RAD + 1e-3 and np.abs(turn[:2]).max() < 1e-3
+        offsets.append(off)
+    assert np.std(offsets, axis=0).min() > 0.01  # the starts really vary
+    half = kin.fk(jittered_start(3, 0.5))[:3, 3] - ready[:3, 3]
+    np.testing.assert_allclose(half, 0.5 * offsets[3], atol=1e-4)  # the scale scales the offset
+    with pytest.raises(ValueError, match="jitter"):
+        jittered_start(0, 1.5)
+    # the cube placement of a seed does not depend on the jitter; the arm starts where asked
+    task = get_task("lift_green")
+    task.reset(env, 7, 1.0)
+    np.testing.assert_allclose(env.joint_positions(), jittered_start(7, 1.0), atol=1e-9)
+    cubes = {c: env.cube_pose(c)[0].copy() for c in env.cubes}
+    task.reset(env, 7)
+    for c in env.cubes:
+        np.testing.assert_allclose(env.cube_pose(c)[0], cubes[c], atol=1e-9)
+
+
+@pytest.mark.parametrize("task_name", sorted(TASKS))
+def test_expert_succeeds_from_jittered_starts(env, task_name):
+    assert run_episode(task_name, 11, env=env, start_jitter=1.0).success

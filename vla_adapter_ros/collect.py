@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-duration", type=float, default=0.0,
                         help="simulated seconds per episode before it counts as failed (0: the task's limit)")
     parser.add_argument("--settle", type=float, default=0.5, help="simulated seconds recorded after success")
+    parser.add_argument("--start-jitter", type=float, default=0.0,
+                        help="0..1: start every episode from a seeded random arm pose (1 = TCP +-8/12/5 cm, "
+                        "yaw +-0.3 rad): keeps the policy from reading the goal off the arm's pose")
     parser.add_argument("--keep-failures", action="store_true", help="keep failed episodes (success=false)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     parser.add_argument("--camera-rate", type=float, default=10.0, help="camera frames per simulated second")
@@ -61,6 +64,7 @@ def _params_yaml(args: argparse.Namespace, bags: Path) -> str:
         "sim_node:\n  ros__parameters:\n"
         f"    task: {json.dumps(first)}\n    seed: {int(args.seed)}\n"
         f"    expert: true\n    real_time_factor: {float(args.real_time_factor)}\n"
+        f"    start_jitter: {float(args.start_jitter)}\n"
         f"    camera_rate_hz: {float(args.camera_rate)}\n    image_width: {w}\n    image_height: {h}\n"
         "recorder_node:\n  ros__parameters:\n    use_sim_time: true\n"
         f"    output_dir: {json.dumps(str(bags))}\n"
@@ -88,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
     if args.episodes < 1 or not args.tasks:
         print("collect: need at least one task and one episode")
+        return 2
+    if not 0.0 <= args.start_jitter <= 1.0:
+        print(f"collect: --start-jitter must be in [0, 1], got {args.start_jitter}")
         return 2
     try:
         from vla_adapter_ros.sim.tasks import get_task

@@ -51,6 +51,7 @@ from vla_adapter_ros.srv import ResetEpisode  # noqa: E402
 DEFAULTS = {
     "task": "reach_red",
     "seed": 0,
+    "start_jitter": 0.0,  # 0..1: seeded random start pose (TCP +-8/12/5 cm, yaw +-0.3 rad at 1); 0 = ready pose
     "joint_prefix": "fr3_",
     "real_time_factor": 1.0,  # upper bound of sim time / wall time
     "step_dt": 0.004,  # s of simulation per loop iteration (joint states and /clock at this period)
@@ -92,7 +93,10 @@ class SimNode(Node):
         self.gripper_max = GRIPPER_MAX_WIDTH_M
         self.env = FrankaSimEnv(joint_prefix=p["joint_prefix"])
         self.seed = int(p["seed"])
-        self.task.reset(self.env, self.seed)
+        self.start_jitter = float(p["start_jitter"])
+        if not 0.0 <= self.start_jitter <= 1.0:
+            raise ValueError(f"start_jitter must be in [0, 1], got {self.start_jitter}")
+        self.task.reset(self.env, self.seed, self.start_jitter)
         self.follower = TrajectoryFollower(self.env.joint_positions())
         self.lock = threading.Lock()
         self.success = False
@@ -199,7 +203,7 @@ class SimNode(Node):
             self.task = task
             self.seed = int(request.seed) if request.seed >= 0 else self.seed + 1
             before = self.env.sim_time
-            self.task.reset(self.env, self.seed)
+            self.task.reset(self.env, self.seed, self.start_jitter)
             self.time_offset += before - self.env.sim_time  # /clock never goes backwards
             self.follower.reset(self.env.joint_positions())
             self.success = False

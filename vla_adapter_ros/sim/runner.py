@@ -48,13 +48,13 @@ def apply_action(env: FrankaSimEnv, q_prev: np.ndarray, action, control_dt: floa
 def run_episode(task_name: str, seed: int, env: FrankaSimEnv | None = None, policy=None,
                 control_hz: float = 20.0, max_duration_s: float | None = None,
                 stop_on_success: bool = True, cameras=(), image_size=(224, 224),
-                record_actions: bool = False) -> EpisodeResult:
+                record_actions: bool = False, start_jitter: float = 0.0) -> EpisodeResult:
     """Run one episode headless. ``policy`` needs ``reset(env)`` and ``act(env)`` returning an
     object with ``q_target`` and ``gripper`` (default: the scripted expert). ``cameras``: names
     to render at every control step (frames returned)."""
     task = get_task(task_name)
     env = env or FrankaSimEnv()
-    task.reset(env, seed)
+    task.reset(env, seed, start_jitter)
     policy = policy if policy is not None else ScriptedExpert(task, control_hz=control_hz)
     policy.reset(env)
     dt = 1.0 / control_hz
