@@ -125,8 +125,11 @@ def test_jittered_start(env):
     assert np.std(offsets, axis=0).min() > 0.01  # the starts really vary
     half = kin.fk(jittered_start(3, 0.5))[:3, 3] - ready[:3, 3]
     np.testing.assert_allclose(half, 0.5 * offsets[3], atol=1e-4)  # the scale scales the offset
-    with pytest.raises(ValueError, match="jitter"):
-        jittered_start(0, 1.5)
+    for bad in (1.5, -0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="jitter"):
+            jittered_start(0, bad)
+        with pytest.raises(ValueError, match="jitter"):  # a reset never ignores a bad value
+            get_task("reach_red").reset(env, 0, bad)
     # the cube placement of a seed does not depend on the jitter; the arm starts where asked
     task = get_task("lift_green")
     task.reset(env, 7, 1.0)

@@ -93,12 +93,10 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1 or not args.tasks:
         print("collect: need at least one task and one episode")
         return 2
-    if not 0.0 <= args.start_jitter <= 1.0:
-        print(f"collect: --start-jitter must be in [0, 1], got {args.start_jitter}")
-        return 2
     try:
-        from vla_adapter_ros.sim.tasks import get_task
+        from vla_adapter_ros.sim.tasks import check_start_jitter, get_task
 
+        check_start_jitter(args.start_jitter)
         limits = {t: (args.max_duration or get_task(t).max_duration_s) for t in args.tasks}
     except (KeyError, ValueError) as exc:
         print(f"collect: {exc}")

@@ -944,6 +944,7 @@ class LeRobotFrames:
         self._handles: Dict[int, Any] = {}
         self._cache: Dict[int, Any] = {}
         self._pid = None
+        self._images: Dict[str, np.ndarray] = {}  # camera -> all decoded frames, once cache_images() ran
         tt = pq.read_table(str(self.root / "meta/tasks.parquet"))
         self.tasks = dict(zip(tt.column("task_index").to_pylist(), tt.column("task").to_pylist()))
         # episode end (exclusive row) for every row
@@ -992,19 +993,16 @@ class LeRobotFrames:
     def cache_images(self, cameras: Optional[Sequence[str]] = None, progress: bool = False) -> None:
         """Decode every image of ``cameras`` once and keep them in memory (uint8), so that training reads no
         parquet and decodes no PNG per sample. DataLoader workers forked afterwards share the arrays."""
-        import pyarrow.parquet as pq
-
-        cams = list(cameras) if cameras is not None else list(self.cameras)
-        cols = [IMAGE_PREFIX + c for c in cams]
-        arrays: Dict[str, np.ndarray] = {}
         from tqdm import tqdm
 
+        cams = list(cameras) if cameras is not None else list(self.cameras)
+        arrays: Dict[str, np.ndarray] = {}
         bar = tqdm(total=len(self), desc="decoding images", unit="frame", disable=not progress, dynamic_ncols=True)
-        for g, (fi, rg) in enumerate(self._rg_where):
-            tab = pq.ParquetFile(str(self.files[fi])).read_row_group(rg, columns=cols)
+        for g in range(len(self._rg_where)):
+            tab = self._row_group(g)
             start = int(self._rg_start[g])
-            for cam, col in zip(cams, cols):
-                for k, cell in enumerate(tab.column(col).to_pylist()):
+            for cam in cams:
+                for k, cell in enumerate(tab.column(IMAGE_PREFIX + cam).to_pylist()):
                     img = decode_png(cell["bytes"])
                     if cam not in arrays:
                         arrays[cam] = np.empty((len(self),) + img.shape, dtype=np.uint8)
@@ -1017,7 +1015,7 @@ class LeRobotFrames:
         self._images = arrays
 
     def image(self, cam: str, row: int) -> np.ndarray:
-        cached = getattr(self, "_images", {}).get(cam)
+        cached = self._images.get(cam)
         if cached is not None:
             return cached[row]
         g = int(np.searchsorted(self._rg_start, row, side="right") - 1)

@@ -93,9 +93,7 @@ class SimNode(Node):
         self.gripper_max = GRIPPER_MAX_WIDTH_M
         self.env = FrankaSimEnv(joint_prefix=p["joint_prefix"])
         self.seed = int(p["seed"])
-        self.start_jitter = float(p["start_jitter"])
-        if not 0.0 <= self.start_jitter <= 1.0:
-            raise ValueError(f"start_jitter must be in [0, 1], got {self.start_jitter}")
+        self.start_jitter = float(p["start_jitter"])  # validated by the first reset
         self.task.reset(self.env, self.seed, self.start_jitter)
         self.follower = TrajectoryFollower(self.env.joint_positions())
         self.lock = threading.Lock()

@@ -67,7 +67,7 @@ class Task:
         """Reset ``env`` with this task's seeded placement (env remembers the initial cube poses
         in ``env.task_initial_cubes``). ``start_jitter`` > 0 also moves the arm's start pose (see
         :func:`jittered_start`); the cube placement of a seed is the same either way."""
-        q0 = jittered_start(seed, start_jitter, env.q_min, env.q_max) if start_jitter > 0 else None
+        q0 = jittered_start(seed, start_jitter, env.q_min, env.q_max) if start_jitter != 0 else None
         return env.reset(seed=seed, q0=q0, cube_poses=self.placement(seed, env.cubes))
 
     def success(self, env) -> bool:
@@ -119,6 +119,13 @@ START_JITTER_XYZ_M = np.array([0.08, 0.12, 0.05])
 START_JITTER_YAW_RAD = 0.3
 
 
+def check_start_jitter(scale: float) -> float:
+    """``scale`` if it is a valid start jitter (a number in [0, 1]); ValueError otherwise."""
+    if not (math.isfinite(scale) and 0.0 <= scale <= 1.0):
+        raise ValueError(f"start jitter must be in [0, 1], got {scale!r}")
+    return float(scale)
+
+
 def jittered_start(seed: int, scale: float, q_min=None, q_max=None) -> np.ndarray:
     """Arm joints (7,) for a seeded random start: the ready pose's TCP moved by up to ``scale`` times
     START_JITTER_XYZ_M and turned by up to ``scale`` times START_JITTER_YAW_RAD about the vertical.
@@ -128,16 +135,15 @@ def jittered_start(seed: int, scale: float, q_min=None, q_max=None) -> np.ndarra
     Drawn from a stream of its own, so a seed's cube placement does not change."""
     from vla_adapter_ros.control.kinematics import FrankaKinematics
     from vla_adapter_ros.sim.env import READY_POSE
+    from vla_adapter_ros.sim.expert import rot_z
 
-    if not (math.isfinite(scale) and 0.0 <= scale <= 1.0):
-        raise ValueError(f"start jitter must be in [0, 1], got {scale!r}")
+    check_start_jitter(scale)
     rng = np.random.default_rng([int(seed), 7919])
     offset = rng.uniform(-1.0, 1.0, 3) * START_JITTER_XYZ_M * scale
     yaw = rng.uniform(-1.0, 1.0) * START_JITTER_YAW_RAD * scale
     kin = FrankaKinematics()
     target = kin.fk(READY_POSE)
-    c, s = math.cos(yaw), math.sin(yaw)
-    target[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ target[:3, :3]
+    target[:3, :3] = rot_z(yaw) @ target[:3, :3]
     target[:3, 3] += offset
     q, ok = kin.ik_to_pose(READY_POSE, target, q_min=q_min, q_max=q_max, max_iterations=200)
     if not ok:  # pragma: no cover - the ranges are well inside the workspace
