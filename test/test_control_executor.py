@@ -19,7 +19,8 @@ class SimRobot:
     def __init__(self, core, q):
         self.core, self.q, self.now = core, np.array(q, float), 0.0
         self.commands = []
-        core.on_joint_state(self.q, self.now)
+        for k in (2, 1, 0):  # a short history at rest: enable confirms the arm rests before adopting it
+            core.on_joint_state(self.q, self.now - k * DT)
 
     def tick(self, n=1, publish_state=True):
         out = None
@@ -73,6 +74,10 @@ def test_enable_needs_fresh_joint_state():
     core.on_joint_state(READY, 0.0)
     ok, _ = core.enable(FR3.joint_state_timeout + 0.05)
     assert not ok
+    ok, msg = core.enable(0.01)  # fresh, but one sample cannot show that the arm rests
+    assert not ok and "joint states within" in msg
+    core.on_joint_state(READY, 0.004)
+    core.on_joint_state(READY, 0.008)
     ok, _ = core.enable(0.01)
     assert ok and core.state == ExecutorState.RUNNING
 
@@ -234,14 +239,26 @@ def test_joint_delta_chunks_start_from_the_reference():
     np.testing.assert_allclose(core.scheduler.targets[-1], READY + 0.02)
 
 
-def test_trajectory_points_end_in_braking():
+def test_trajectory_points_end_at_rest():
+    """If the controller gets no further message, the trajectory it holds ends at rest."""
     core, robot = core_at(trajectory_points=3)
     core.enable(0.0)
     core.on_chunk(moving_chunk(0.0, READY, n=30, step=0.01), 0.0)
     cmd = robot.tick(60)
-    assert [p.time_from_start for p in cmd.points] == pytest.approx([DT, 2 * DT, 3 * DT])
+    assert np.max(np.abs(cmd.velocities)) > 0.1  # moving fast
+    times = [p.time_from_start for p in cmd.points]
+    assert times[0] == pytest.approx(DT) and times[0] < times[1] < times[2]
     np.testing.assert_array_equal(cmd.points[0].positions, cmd.positions)
+    np.testing.assert_array_equal(cmd.points[-1].velocities, 0.0)
+    np.testing.assert_array_equal(cmd.points[-1].accelerations, 0.0)
+    # the stop is kinematic, not a step: travel ~ v T / 2 over T >= 1.5 v / a_max
+    travel = np.abs(cmd.points[-1].positions - cmd.positions)
+    assert np.all(travel <= np.abs(cmd.velocities) * (times[-1] - DT) / 2 + np.abs(cmd.accelerations) * (times[-1] - DT) ** 2 / 12 + 1e-9)
+    assert times[-1] - DT >= 1.5 * np.max(np.abs(cmd.velocities) / FR3.a_max) - 1e-12
     assert cmd.joint_names == FR3.joint_names
+    core2, robot2 = core_at(trajectory_points=1)
+    core2.enable(0.0)
+    assert len(robot2.tick(1).points) == 1
 
 
 def test_invalid_joint_state_is_ignored():
@@ -293,7 +310,8 @@ def test_random_policy_and_sensor_faults_never_break_limits(mode):
     core = ExecutorCore(FR3, blend_mode=mode, max_tracking_error=0.0)
     q = READY.copy()
     now = 0.0
-    core.on_joint_state(q, now)
+    for t in (-0.008, -0.004, 0.0):
+        core.on_joint_state(q, t)
     assert core.enable(now)[0]
     sent = []
     for k in range(3000):

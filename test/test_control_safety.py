@@ -270,20 +270,81 @@ def test_start_outside_soft_limits_never_moves_outward():
     assert positions[-1, 0] < f.hi[0]
 
 
-def test_preview_hold_does_not_change_state():
+def quintic(p0, p1, T):
+    """Quintic Hermite between (q, v, a) states p0 and p1 over T, as a quintic-spline controller
+    (ros2_controllers' JTC with positions, velocities and accelerations) interpolates; returns
+    a function t -> (q, v, a, jerk)."""
+    (q0, v0, a0), (q1, v1, a1) = p0, p1
+    h = q1 - q0 - v0 * T - a0 * T * T / 2
+    dv = v1 - v0 - a0 * T
+    da = a1 - a0
+    c3 = (20 * h - 8 * dv * T + da * T * T) / (2 * T ** 3)
+    c4 = (-30 * h + 14 * dv * T - 2 * da * T * T) / (2 * T ** 4)
+    c5 = (12 * h - 6 * dv * T + da * T * T) / (2 * T ** 5)
+
+    def at(t):
+        return (q0 + v0 * t + a0 * t * t / 2 + c3 * t ** 3 + c4 * t ** 4 + c5 * t ** 5,
+                v0 + a0 * t + 3 * c3 * t * t + 4 * c4 * t ** 3 + 5 * c5 * t ** 4,
+                a0 + 6 * c3 * t + 12 * c4 * t * t + 20 * c5 * t ** 3,
+                6 * c3 + 24 * c4 * t + 60 * c5 * t * t)
+    return at
+
+
+def test_quintic_interpolation_at_1khz_stays_within_the_bounds():
+    """The reference is a C2 cubic per period, so a quintic-spline controller sampling it at
+    1 kHz sees acceleration <= A and jerk <= J everywhere, not only at the 250 Hz instants."""
+    rng = np.random.default_rng(11)
+    f = make(FR3_FREE, rng.uniform(FR3.soft_q_min + 0.3, FR3.soft_q_max - 0.3))
+    stream, current = [], None
+    for _ in range(1500):
+        if current is None or rng.random() < 0.03:
+            current = rng.uniform(FR3.q_min - 0.2, FR3.q_max + 0.2)
+        stream.append(current if rng.random() > 0.1 else None)
+    prev = (f.q.copy(), f.v.copy(), f.a.copy())
+    ts = np.arange(1, 5) * 0.001  # 1 kHz samples inside each 4 ms period
+    for target in stream:
+        f.set_measured(f.q, 0.0)
+        o = f.step(target, 0.0)
+        seg = quintic(prev, (o.position, o.velocity, o.acceleration), f.dt)
+        for t in ts:
+            q, v, a, j = seg(t)
+            assert np.all(np.abs(a) <= f.a_max * (1 + 1e-6) + 1e-6)
+            assert np.all(np.abs(j) <= f.j_max * (1 + 1e-6) + 1e-6)
+            assert np.all(np.abs(v) <= f.v_max * (1 + 1e-6) + 1e-9)
+        # the quintic through the knots is the filter's own cubic (no wiggle between knots)
+        a0, a1 = prev[2], o.acceleration
+        t = 0.002
+        cubic = prev[0] + prev[1] * t + a0 * t * t / 2 + (a1 - a0) / f.dt * t ** 3 / 6
+        np.testing.assert_allclose(seg(t)[0], cubic, atol=1e-9)
+        prev = (o.position, o.velocity, o.acceleration)
+
+
+def test_stop_points_end_at_rest_smoothly_and_leave_the_state_alone():
     f = make()
-    run(f, [np.array(FR3.start_pose) + 0.2] * 30)
-    snapshot = (f.q.copy(), f.v.copy(), f.a.copy(), dict(f.clip_counts))
-    preview = f.preview_hold(2)
-    assert len(preview) == 2
-    np.testing.assert_array_equal(f.q, snapshot[0])
-    np.testing.assert_array_equal(f.v, snapshot[1])
-    np.testing.assert_array_equal(f.a, snapshot[2])
-    assert f.clip_counts == snapshot[3]
-    for (q, v, a) in preview:  # the preview is exactly what holding does
-        o = f.hold(0.0)
-        np.testing.assert_array_equal(o.position, q)
-        np.testing.assert_array_equal(o.velocity, v)
+    q0 = np.array(FR3.start_pose)
+    for targets in ([q0 + 0.3] * 10, [q0 + 0.6] * 120, [q0 - 0.4] * 40 + [q0 + 0.4] * 5):
+        run(f, targets)
+        snapshot = (f.q.copy(), f.v.copy(), f.a.copy(), dict(f.clip_counts))
+        points = f.stop_points(2)
+        np.testing.assert_array_equal(f.q, snapshot[0])
+        np.testing.assert_array_equal(f.v, snapshot[1])
+        assert f.clip_counts == snapshot[3]
+        (t1, q1, v1, a1), (t2, q2, v2, a2) = points
+        assert 0 < t1 < t2
+        np.testing.assert_array_equal(v2, 0.0)
+        np.testing.assert_array_equal(a2, 0.0)
+        # the controller's quintic from the current state to the rest point, sampled at 1 kHz
+        seg = quintic((f.q, f.v, f.a), (q2, v2, a2), t2)
+        for t in np.arange(0.0, t2, 0.001):
+            q, v, a, j = seg(t)
+            assert np.all(np.abs(a) <= f.a_max * (1 + 1e-9) + 1e-9)
+            assert np.all(np.abs(j) <= f.j_max * (1 + 1e-9) + 1e-9)
+            assert np.all(q >= f.lo - 1e-9) and np.all(q <= f.hi + 1e-9)
+        # and it passes through the midpoint the filter reported
+        np.testing.assert_allclose(seg(t1)[0], q1, atol=1e-9)
+    f = make()  # at rest: the stop is where it is
+    (_, q1, v1, a1), = f.stop_points(1)
+    np.testing.assert_array_equal(q1, f.q)
 
 
 def test_step_before_reset_raises():

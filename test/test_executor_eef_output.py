@@ -12,13 +12,18 @@ import pytest
 from vla_adapter_ros.control.chunk import EEF_DELTA, JOINT_POSITION, Chunk
 from vla_adapter_ros.control.eef_output import EefDeltaCore
 from vla_adapter_ros.control.executor_core import ExecutorState
+from vla_adapter_ros.control.limits import load_robot_limits
 
 DT = 0.05
+LIBERO = load_robot_limits("libero_panda")  # loose Cartesian limits: LIBERO's actions pass unchanged
+FR3 = load_robot_limits("fr3")
+READY = np.array(LIBERO.start_pose)
 
 
-def running_core(**kw):
-    core = EefDeltaCore(DT, max_translation_m=0.05, max_rotation_rad=0.5, **kw)
-    core.on_joint_state(np.zeros(7), 0.0)
+def running_core(limits=LIBERO, **kw):
+    kw.setdefault("dt", DT)
+    core = EefDeltaCore(limits, max_translation_m=0.05, max_rotation_rad=0.5, **kw)
+    core.on_joint_state(READY, 0.0)
     ok, message = core.enable(0.0)
     assert ok, message
     return core
@@ -33,14 +38,14 @@ def run(core, n, t0=0.0):
     out = []
     for i in range(n):
         now = round(t0 + i * DT, 9)
-        core.on_joint_state(np.zeros(7), now)
+        core.on_joint_state(READY, now)
         out.append(core.tick(now))
     return out
 
 
 def test_disabled_sends_nothing_and_refuses_chunks():
-    core = EefDeltaCore(DT)
-    core.on_joint_state(np.zeros(7), 0.0)
+    core = EefDeltaCore(LIBERO, dt=DT)
+    core.on_joint_state(READY, 0.0)
     assert core.tick(0.0) is None
     result = core.on_chunk(eef_chunk(0.0, [[0.01, 0, 0, 0, 0, 0]]), 0.0)
     assert not result.accepted and "disabled" in result.reason
@@ -123,11 +128,12 @@ def test_new_chunk_replaces_stop_chunk_clears_and_states_hold():
     assert run(core, 1, 0.5)[0].hold_reason == "estop"
     assert core.reset(0.5)[0] and core.state == ExecutorState.IDLE and core.start(0.5)[0]
     assert core.go_home()[0] is False
-    assert core.disable()[0] and core.tick(0.6) is None
+    assert core.disable()[0] and core.tick(0.6) is None  # at rest: disabled at once
 
 
 def test_stale_joint_state_holds():
-    core = running_core(joint_state_timeout=0.1)
+    core = running_core()
+    assert core.joint_state_timeout == 0.1
     core.on_chunk(eef_chunk(0.0, [[0.01, 0, 0, 0, 0, 0]] * 3), 0.0)
     command = core.tick(0.5)  # last joint state at 0.0
     assert command.kind == "hold" and command.hold_reason == "stale joint state"
@@ -150,7 +156,7 @@ def test_executor_node_eef_delta_output(processes, rclpy_context, tmp_path):
     from vla_adapter_ros.msg import ActionChunk
 
     params = tmp_path / "executor.yaml"
-    params.write_text("executor_node:\n  ros__parameters:\n    robot: panda\n    output: eef_delta\n"
+    params.write_text("executor_node:\n  ros__parameters:\n    robot: libero_panda\n    output: eef_delta\n"
                       "    control_rate_hz: 20.0\n    max_step_translation_m: 0.05\n    max_step_rotation_rad: 0.5\n"
                       "    auto_enable: false\n    status_rate_hz: 20.0\n")
     child = processes.start("executor_node", [sys.executable, "-m", "vla_adapter_ros.nodes.executor_node",
@@ -165,7 +171,7 @@ def test_executor_node_eef_delta_output(processes, rclpy_context, tmp_path):
     chunks = node.create_publisher(ActionChunk, "/vla/action_chunk", 10)
 
     def publish_state():
-        msg = JointState(name=[f"panda_joint{i}" for i in range(1, 8)], position=[0.0] * 7)
+        msg = JointState(name=[f"panda_joint{i}" for i in range(1, 8)], position=list(READY))
         msg.header.stamp = node.get_clock().now().to_msg()
         js.publish(msg)
 
@@ -202,3 +208,123 @@ def test_unparsable_chunk_is_counted():
     result = core.reject_unparsable_chunk("bad layout", sequence=7)
     assert not result.accepted and result.sequence == 7 and core.chunks_rejected == 1
     assert core.last_chunk.reason == "bad layout"
+
+
+# ------------------------------------------------------------------ Cartesian limits (issue 14)
+def fr3_core(dt=FR3.control_dt):
+    core = EefDeltaCore(FR3, dt=dt, max_translation_m=0.05, max_rotation_rad=0.5)
+    core.on_joint_state(np.array(FR3.start_pose), 0.0)
+    return core
+
+
+def drive(core, rows_per_chunk, ticks, dt, chunk_every=8, rng=None):
+    """Feed chunks of the given rows every `chunk_every` ticks; return the emitted deltas."""
+    out = []
+    for k in range(ticks):
+        now = round(k * dt, 9)
+        core.on_joint_state(np.array(FR3.start_pose), now)
+        if k % chunk_every == 0:
+            core.on_chunk(Chunk(now, dt, EEF_DELTA, [], np.asarray(rows_per_chunk(k), float)), now)
+        cmd = core.tick(now)
+        out.append(np.zeros(6) if cmd is None else cmd.delta)
+    return np.array(out)
+
+
+def assert_cartesian_limits(deltas, limits, dt):
+    v = deltas / dt
+    a = np.diff(np.vstack([np.zeros((1, 6)), v]), axis=0) / dt
+    j = np.diff(np.vstack([np.zeros((1, 6)), a]), axis=0) / dt
+    for x, bound in ((v, limits.cartesian_v_max), (a, limits.cartesian_a_max), (j, limits.cartesian_j_max)):
+        assert np.max(np.linalg.norm(x[:, :3], axis=1)) <= bound[0] * (1 + 1e-9) + 1e-9
+        assert np.max(np.linalg.norm(x[:, 3:], axis=1)) <= bound[1] * (1 + 1e-9) + 1e-9
+
+
+def test_alternating_and_oversized_rows_stay_within_the_cartesian_limits():
+    core = fr3_core()
+    assert core.enable(0.0)[0]
+    dt = core.dt
+    alternating = drive(core, lambda k: [[0.01 * (-1) ** i, -0.01 * (-1) ** i, 0.01, 0.05 * (-1) ** i, 0, 0]
+                                         for i in range(8)], 2000, dt)
+    assert_cartesian_limits(alternating, FR3, dt)
+    core2 = fr3_core()
+    core2.enable(0.0)
+    fast = drive(core2, lambda k: [[0.01, 0, 0, 0, 0, 0.05]] * 8, 100, dt)  # 2.5 m/s, 12.5 rad/s asked
+    assert_cartesian_limits(fast, FR3, dt)
+    travelled = np.sum(fast[:, :3], axis=0)
+    assert travelled[0] < FR3.cartesian_v_max[0] * 100 * dt  # not the 0.98 m of the raw stream
+
+
+def test_motion_delayed_by_a_limit_is_caught_up_not_lost():
+    core = fr3_core()
+    core.enable(0.0)
+    rows = [[0.002, 0.001, 0, 0, 0, 0.004]] * 8  # 0.5 m/s: beyond the 0.6 m/s / sqrt(3) per axis
+    deltas = drive(core, lambda k: rows if k == 0 else [], 400, core.dt, chunk_every=10 ** 9)
+    np.testing.assert_allclose(np.sum(deltas, axis=0), np.sum(rows, axis=0), atol=1e-9)
+    assert_cartesian_limits(deltas, FR3, core.dt)
+
+
+def test_libero_actions_pass_unchanged():
+    rng = np.random.default_rng(3)
+    core = EefDeltaCore(LIBERO, dt=DT, max_translation_m=0.0867, max_rotation_rad=0.867)  # config/executor_libero.yaml
+    core.on_joint_state(READY, 0.0)
+    assert core.enable(0.0)[0]
+    rows = rng.uniform(-1, 1, (64, 6)) * np.array([0.05] * 3 + [0.5] * 3)
+    cmds = []
+    for c in range(8):
+        core.on_chunk(eef_chunk(c * 8 * DT, rows[8 * c: 8 * c + 8]), c * 8 * DT)
+        cmds += run(core, 8, c * 8 * DT)
+    np.testing.assert_allclose([c.delta for c in cmds], rows, atol=1e-12)
+    assert all(c.kind == "step" for c in cmds)
+
+
+def test_workspace_box_limits_motion_toward_a_wall():
+    core = fr3_core()
+    core.enable(0.0)
+    p0 = core.tool_position()
+    # push +z at 0.1 m/s forever; the arm follows the integrated deltas (FK of a fake arm is not
+    # needed: the measured tool point is moved by the deltas through a stand-in)
+    tool = p0.copy()
+    core.tool_position = lambda: tool
+    dt = core.dt
+    for k in range(3000):
+        now = round(k * dt, 9)
+        core.on_joint_state(np.array(FR3.start_pose), now)
+        if k % 8 == 0:
+            core.on_chunk(Chunk(now, dt, EEF_DELTA, [], np.tile([0, 0, 0.0004, 0, 0, 0], (8, 1))), now)
+        tool = tool + core.tick(now).delta[:3]
+    assert tool[2] <= FR3.workspace_max[2] + 1e-9
+    assert tool[2] > FR3.workspace_max[2] - 0.01  # it did get close
+    assert core.clip_counts["workspace"] > 0
+
+
+def test_enable_refuses_a_tool_outside_the_box_and_estop_while_disabled_never_runs():
+    core = EefDeltaCore(FR3)
+    core.on_joint_state(np.zeros(7), 0.0)  # arm straight up: tool at z ~ 1.2 m, above the box
+    ok, message = core.enable(0.0)
+    assert not ok and "outside the workspace box" in message and "nothing was sent" in message
+    core.on_joint_state(np.array(FR3.start_pose), 0.0)
+    assert core.estop("operator")[0]
+    assert core.tick(0.0) is None  # nothing is sent
+    ok, _ = core.reset(0.0)
+    assert ok and core.state == ExecutorState.DISABLED
+    assert not core.start(0.0)[0]  # never running without enable
+    assert core.tick(0.0) is None
+
+
+def test_disable_and_estop_brake_smoothly():
+    core = fr3_core()
+    core.enable(0.0)
+    dt = core.dt
+    deltas = list(drive(core, lambda k: [[0.001, 0, 0, 0, 0, 0]] * 8, 200, dt))
+    assert np.linalg.norm(deltas[-1]) > 0
+    core.estop("operator")
+    k = 200
+    while True:
+        cmd = core.tick(round(k * dt, 9))
+        core.on_joint_state(np.array(FR3.start_pose), round(k * dt, 9))
+        deltas.append(cmd.delta)
+        k += 1
+        if np.all(cmd.delta == 0) and core.filter.is_stopped:
+            break
+    assert cmd.kind == "hold"
+    assert_cartesian_limits(np.array(deltas), FR3, dt)

@@ -131,15 +131,31 @@ def _disable_and_wait(session, enable, request_type, status: dict, timeout: floa
         raise RuntimeError(f"executor did not come to rest within {timeout:.0f} s (state {status.get('state')})")
 
 
-def _enable_at_start(session, enable, request_type, status: dict, timeout: float = 15.0) -> None:
+def _enable_at_start(session, enable, request_type, status: dict, resync=None, timeout: float = 15.0) -> None:
     """Enable the executor once its joint state shows the arm at the start pose (after a reset the state
-    it holds may still be the pre-teleport one for a moment on a busy machine)."""
+    it holds may still be the pre-teleport one for a moment on a busy machine).
+
+    The simulation reset restarted the arm's controller at the new pose, so the executor is told to
+    forget its last command first (`~/resync`); enable is retried while the executor is not yet sure
+    that the arm rests (it needs a few consistent joint states)."""
+    from std_srvs.srv import Trigger
+
     status.pop("at_start_pose", None)
     if not session.spin_until(lambda: status.get("at_start_pose") == 1, timeout):
         raise RuntimeError(f"the arm is not at the start pose {timeout:.0f} s after the reset")
-    enabled = session.call(enable, request_type.Request(data=True))
-    if not enabled.success or "holding" in enabled.message:
-        raise RuntimeError(f"executor did not start: {enabled.message}")
+    if resync is not None:
+        answer = session.call(resync, Trigger.Request())
+        if not answer.success:
+            raise RuntimeError(f"executor resync refused: {answer.message}")
+    deadline = time.monotonic() + timeout
+    while True:
+        enabled = session.call(enable, request_type.Request(data=True))
+        if enabled.success and "holding" not in enabled.message:
+            return
+        if enabled.success or time.monotonic() > deadline or "at rest" not in enabled.message and \
+                "joint states" not in enabled.message:
+            raise RuntimeError(f"executor did not start: {enabled.message}")
+        session.spin_until(lambda: False, 0.1)
 
 
 def success_table(results: list[dict], tasks: list[str]) -> dict:
@@ -171,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
     from sensor_msgs.msg import Image, JointState
-    from std_srvs.srv import SetBool
+    from std_srvs.srv import SetBool, Trigger
     from tqdm import tqdm
     from trajectory_msgs.msg import JointTrajectory
 
@@ -235,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
         node.create_subscription(ExecutorStatus, "/vla/executor/status", on_status, 10)
         reset = node.create_client(ResetEpisode, "/sim_node/reset_episode")
         enable = node.create_client(SetBool, "/executor_node/enable")
+        resync = node.create_client(Trigger, "/executor_node/resync")
         goal_client = ActionClient(node, ExecuteInstruction, "/policy_node/execute_instruction")
         try:
             ready = session.spin_until(lambda: reset.service_is_ready() and enable.service_is_ready()
@@ -254,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
                 episode = session.call(reset, ResetEpisode.Request(task=task, seed=seed))
                 if not episode.success:
                     raise RuntimeError(f"reset failed: {episode.message}")
-                _enable_at_start(session, enable, SetBool, executor_status)
+                _enable_at_start(session, enable, SetBool, executor_status, resync)
                 rec.clear()
                 state["recording"] = True
                 start = time.monotonic()

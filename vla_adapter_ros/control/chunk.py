@@ -23,6 +23,11 @@ JOINT_DELTA = 1  # joint increments per step (rad)
 EEF_DELTA = 2  # tool delta per step: [dx dy dz (m), drx dry drz axis-angle (rad)], base frame
 ACTION_SPACE_NAMES = {JOINT_POSITION: "JOINT_POSITION", JOINT_DELTA: "JOINT_DELTA", EEF_DELTA: "EEF_DELTA"}
 EEF_DIM = 6
+# Bounds on what one chunk may carry: converting (EEF_DELTA rows run the IK, ~0.3 ms each) and
+# merging stay cheap, and a row period is a plausible policy rate.
+MAX_CHUNK_ROWS = 128
+MIN_CHUNK_DT = 1e-3  # s
+MAX_CHUNK_DT = 1.0  # s
 
 
 def stamp_to_seconds(sec: int, nanosec: int) -> float:
@@ -88,11 +93,13 @@ def validate_chunk(chunk: Chunk, joint_names: Sequence[str]) -> tuple[Optional[n
         return None, None, "actions are not numeric"
     if actions.ndim != 2 or actions.shape[0] < 1:
         return None, None, f"actions must be (horizon>=1, dim), got shape {actions.shape}"
+    if actions.shape[0] > MAX_CHUNK_ROWS:
+        return None, None, f"{actions.shape[0]} rows > {MAX_CHUNK_ROWS} per chunk"
     if not np.all(np.isfinite(actions)):
         return None, None, "actions contain NaN or inf"
     dt = chunk.dt
-    if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
-        return None, None, f"dt must be a finite number > 0, got {dt!r}"
+    if not (isinstance(dt, (int, float)) and np.isfinite(dt) and MIN_CHUNK_DT <= dt <= MAX_CHUNK_DT):
+        return None, None, f"dt must lie in [{MIN_CHUNK_DT}, {MAX_CHUNK_DT}] s, got {dt!r}"
     if not np.isfinite(chunk.stamp):
         return None, None, "stamp is not finite"
     n = len(joint_names)

@@ -8,6 +8,7 @@ States and transitions (every call returns ``(ok, message)``; refused calls chan
 
     DISABLED --enable--> RUNNING (at start pose, or require_start_pose=False)
                      +--> IDLE    (holding; not at the start pose: go_home, then start)
+    DISABLED --resync--> DISABLED (forget the last command: the controller was restarted)
     IDLE --start--> RUNNING        RUNNING --pause--> PAUSED --resume--> RUNNING
     IDLE/RUNNING/PAUSED --go_home--> HOMING --(arrived)--> IDLE
     RUNNING/PAUSED/HOMING --stop--> IDLE
@@ -19,12 +20,30 @@ Outputs per ``tick(now)``:
   the smoothly stopping / stopped reference, so the controller always gets a smooth stream).
 On any doubt (no or stale joint state, bad target, workspace, jump, tracking error) the core
 holds; a tracking error (reference far from the measured state) latches ESTOP.
+
+Continuity (every command, including the first after enable, reset, resume or estop, continues
+the previous one within the limits):
+* The reference is never re-based while commands flow: reset, resume, start and go_home continue
+  the current reference; resume, start and go_home refuse while the arm does not follow it
+  (tracking error), so after a tracking-error estop the way out is reset (hold), disable,
+  fix the arm, resync (if its controller was restarted) and enable.
+* enable from DISABLED starts where the controller is: at the last command sent, which the
+  controller still holds (refused if the arm is not within ``resync_tolerance`` of it), or, when
+  nothing was sent yet or after :meth:`resync`, at the measured position, which must be inside
+  the soft limits, with the tool inside the workspace box, and at rest (the joint states of the
+  last ``REST_WINDOW_S`` agree within ``rest_tolerance``, so a single spiked sample is not
+  adopted). A state the limits do not allow is refused with the reason; nothing is sent.
+* Each Command's trajectory ends at rest (``trajectory_points`` >= 2): a controller that stops
+  receiving messages comes to a smooth stop.
+* ``tick`` never raises: an internal error latches ESTOP and the reference brakes.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
+import math
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
@@ -36,10 +55,13 @@ from .gripper import GripperBinarizer, GripperEvent
 from .kinematics import FrankaKinematics, ToolOffset
 from .limits import RobotLimits
 from .safety import FilterOutput, SafetyFilter
-from .scheduler import AddResult, ActionScheduler
+from .scheduler import AddResult, ActionScheduler, PreparedChunk
+
+REST_WINDOW_S = 0.2  # s of joint states that must agree before enable adopts the measured position
+REST_MIN_SAMPLES = 3
 
 __all__ = ["Chunk", "Command", "ExecutorCore", "ExecutorState", "ExecutorStatus", "TrajectoryPoint",
-           "reorder_joint_state"]
+           "joint_state_age_ok", "reorder_joint_state"]
 
 
 class ExecutorState(str, enum.Enum):
@@ -124,6 +146,15 @@ def reorder_joint_state(names: Sequence[str], positions: Sequence[float], joint_
         return None
 
 
+def joint_state_age_ok(stamp: Optional[float], now: float, timeout: float) -> bool:
+    """A joint state received at ``stamp`` is fresh at ``now``: |now - stamp| <= timeout (a stamp
+    from the future is as suspect as an old one: it would otherwise stay "fresh" for ever)."""
+    if stamp is None:
+        return False
+    age = now - stamp
+    return bool(math.isfinite(age) and -timeout <= age <= timeout)
+
+
 def _locked(method):
     """Run a public ExecutorCore method under the instance lock (ROS callbacks may be threaded)."""
 
@@ -147,7 +178,12 @@ class ExecutorCore:
     home_tolerance: go_home is done when every joint is within this (rad) and at rest.
     max_tracking_error: |reference - measured| (rad) that latches ESTOP while moving; None =
         limits.max_jump_rad; 0 disables the check.
-    trajectory_points: 1..3 points per Command.
+    trajectory_points: 1..3 points per Command: the next reference point, then (2, 3) a smooth
+        stop to rest (3: with its midpoint).
+    rest_tolerance: enable adopts a measured position only if the joint states of the last
+        REST_WINDOW_S agree within this (rad).
+    resync_tolerance: enable after a disable continues from the last command only if the arm is
+        within this (rad) of it; otherwise it refuses (see resync).
     finish_distance: when the queue runs dry, the arm comes to rest at the last queued target if
         the reference is within this distance (rad, every joint) of it, else it brakes at once.
 
@@ -171,6 +207,8 @@ class ExecutorCore:
         max_tracking_error: Optional[float] = None,
         trajectory_points: int = 1,
         finish_distance: float = 0.05,
+        rest_tolerance: float = 0.005,
+        resync_tolerance: float = 0.02,
     ):
         if not 1 <= int(trajectory_points) <= 3:
             raise ValueError(f"trajectory_points: must be 1..3, got {trajectory_points}")
@@ -196,12 +234,23 @@ class ExecutorCore:
         if not finish_distance >= 0:
             raise ValueError(f"finish_distance: must be >= 0 rad, got {finish_distance}")
         self.finish_distance = float(finish_distance)
+        for key, value in (("rest_tolerance", rest_tolerance), ("resync_tolerance", resync_tolerance)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{key}: must be > 0 rad, got {value}")
+        self.rest_tolerance = float(rest_tolerance)
+        self.resync_tolerance = float(resync_tolerance)
 
         self._lock = threading.RLock()
         self.state = ExecutorState.DISABLED
         self._active = False  # commands are being sent (enabled and not yet back to DISABLED)
         self.measured_q: Optional[np.ndarray] = None
         self.measured_stamp: Optional[float] = None
+        self._history: collections.deque = collections.deque(maxlen=64)  # (stamp, q) for the rest check
+        # The controller holds the last command sent (True from the first command on, until resync):
+        # a later enable must continue from it.
+        self._controller_holds_reference = False
+        self._nets_seen = 0  # position_net interventions already answered with an estop
+        self._queue_epoch = 0  # incremented whenever the queue is cleared (chunks in conversion are void)
         self.estop_reason: Optional[str] = None
         self.message = ""
         self.chunks_accepted = 0
@@ -221,6 +270,7 @@ class ExecutorCore:
         """Drop all queued actions; the next hold brakes at the current reference."""
         self.scheduler.clear()
         self._last_target = None
+        self._queue_epoch += 1
 
     # ---- inputs --------------------------------------------------------------------------
     @_locked
@@ -241,33 +291,48 @@ class ExecutorCore:
             return False
         self.measured_q = arr.copy()
         self.measured_stamp = float(stamp)
+        self._history.append((float(stamp), arr.copy()))
         if not self.dry_run or not self.filter.initialized:
             self.filter.set_measured(arr, stamp)
         return True
 
-    @_locked
     def on_chunk(self, chunk: Chunk, now: float) -> AddResult:
         """Queue a chunk (accepted only while RUNNING). Returns the scheduler's AddResult.
 
         A chunk without rows (horizon 0) is a stop request, honoured in every state regardless
         of its stamp: the queue is dropped and the arm holds (the state does not change).
+        The conversion (IK for EEF_DELTA rows) runs outside the lock, so a caller in another
+        thread never delays a control tick; a chunk whose queue was cleared meanwhile (pause,
+        stop, estop, ...) is rejected.
         """
-        if chunk.is_stop:
-            self._clear_queue()
-            result = AddResult(True, "stop chunk: queue cleared, holding", float("nan"),
-                               sequence=int(getattr(chunk, "sequence", 0) or 0))
-            self.last_chunk = result
-            self.message = result.reason
-            return result
-        if self.state != ExecutorState.RUNNING:
-            try:
-                latency = now - float(chunk.stamp)
-            except (TypeError, ValueError):
-                latency = float("nan")
-            result = AddResult(False, f"executor is {self.state.value}, not running", latency,
-                               sequence=int(getattr(chunk, "sequence", 0) or 0))
-        else:
-            result = self.scheduler.add_chunk(chunk, now, reference_q=self.filter.q)
+        with self._lock:
+            if chunk.is_stop:
+                self._clear_queue()
+                result = AddResult(True, "stop chunk: queue cleared, holding", float("nan"),
+                                   sequence=int(getattr(chunk, "sequence", 0) or 0))
+                self.last_chunk = result
+                self.message = result.reason
+                return result
+            if self.state != ExecutorState.RUNNING:
+                try:
+                    latency = now - float(chunk.stamp)
+                except (TypeError, ValueError):
+                    latency = float("nan")
+                return self._count(AddResult(False, f"executor is {self.state.value}, not running", latency,
+                                             sequence=int(getattr(chunk, "sequence", 0) or 0)))
+            reference = self.filter.q.copy()
+            epoch = self._queue_epoch
+        prepared = self.scheduler.prepare_chunk(chunk, now, reference_q=reference)  # no lock: may run IK
+        with self._lock:
+            if isinstance(prepared, PreparedChunk):
+                if self.state != ExecutorState.RUNNING or epoch != self._queue_epoch:
+                    prepared = AddResult(False, "the queue was cleared while the chunk was converted",
+                                         prepared.latency, sequence=prepared.sequence)
+                else:
+                    prepared = self.scheduler.commit(prepared, now)
+            return self._count(prepared)
+
+    def _count(self, result: AddResult) -> AddResult:
         if result.accepted:
             self.chunks_accepted += 1
         else:
@@ -285,7 +350,52 @@ class ExecutorCore:
 
     # ---- state machine ---------------------------------------------------------------------
     def _fresh_state(self, now: float) -> bool:
-        return self.measured_stamp is not None and now - self.measured_stamp <= self.limits.joint_state_timeout
+        return joint_state_age_ok(self.measured_stamp, now, self.limits.joint_state_timeout)
+
+    def _tracking_error(self) -> tuple[float, str]:
+        """max |reference - measured| (rad) and the joint's name (0 in dry run)."""
+        if self.dry_run or self.measured_q is None or not self.filter.initialized:
+            return 0.0, ""
+        err = np.abs(self.filter.q - self.measured_q)
+        k = int(np.argmax(err))
+        return float(err[k]), self.joint_names[k]
+
+    def _follow_gate(self, action: str) -> Optional[str]:
+        """Refusal reason when the arm does not follow the reference (see max_tracking_error)."""
+        err, joint = self._tracking_error()
+        if self.max_tracking_error > 0 and err > self.max_tracking_error:
+            return (f"cannot {action}: the arm does not follow the commands ({joint} is {err:.3f} rad from the "
+                    f"reference > max tracking error {self.max_tracking_error:.3f}); check the arm and its "
+                    "controller, then disable, ~/resync once the controller holds the arm's position, and enable")
+        return None
+
+    def _measured_start_problem(self, now: float) -> Optional[str]:
+        """Why the measured position cannot be where the commands start (None: it can)."""
+        q = self.measured_q
+        lo, hi = self.limits.soft_q_min, self.limits.soft_q_max
+        outside = np.nonzero((q < lo) | (q > hi))[0]
+        if outside.size:
+            k = int(outside[0])
+            return (f"refused: measured {self.joint_names[k]} = {q[k]:.4f} rad lies outside the range the robot file "
+                    f"{self.limits.name!r} allows, [{lo[k]:.4f}, {hi[k]:.4f}] (hardware limits minus position_margin "
+                    f"{self.limits.position_margin[k]:.3f}); check that the robot file matches this arm (e.g. fr3 vs "
+                    "panda), or move the joint inside by hand; nothing was sent")
+        p = self.kinematics.fk_position(q)
+        if np.any(p < self.limits.workspace_min) or np.any(p > self.limits.workspace_max):
+            return (f"refused: the tool point {np.round(p, 3).tolist()} of the measured joints lies outside the "
+                    f"workspace box {list(self.limits.workspace_min)}..{list(self.limits.workspace_max)} of robot "
+                    f"file {self.limits.name!r}; move the arm inside by hand; nothing was sent")
+        recent = [sample for stamp, sample in self._history if now - REST_WINDOW_S <= stamp <= now + REST_WINDOW_S]
+        if len(recent) < REST_MIN_SAMPLES:
+            return (f"refused: need {REST_MIN_SAMPLES} joint states within {REST_WINDOW_S:.1f} s to confirm the arm "
+                    f"is at rest, have {len(recent)}; try again (is the joint state topic publishing?)")
+        spread = np.ptp(np.array(recent), axis=0)
+        k = int(np.argmax(spread))
+        if spread[k] > self.rest_tolerance:
+            return (f"refused: the joint states of the last {REST_WINDOW_S:.1f} s disagree by {spread[k]:.4f} rad on "
+                    f"{self.joint_names[k]} (> rest tolerance {self.rest_tolerance}): the arm is moving or its "
+                    "sensor spiked; try again when it rests")
+        return None
 
     @_locked
     def at_start_pose(self) -> Optional[bool]:
@@ -313,7 +423,7 @@ class ExecutorCore:
 
     @_locked
     def enable(self, now: float) -> tuple[bool, str]:
-        """Take control at the measured position (needs a fresh joint state)."""
+        """Take control where the controller is (see the module docstring); needs a fresh joint state."""
         if self.state == ExecutorState.ESTOP:
             return self._refuse("estop is latched: reset first")
         if self.state not in (ExecutorState.DISABLED, ExecutorState.STOPPING):
@@ -321,7 +431,21 @@ class ExecutorCore:
         if not self._fresh_state(now):
             return self._refuse("no fresh joint state: cannot enable")
         if self.state == ExecutorState.DISABLED:
-            self.filter.reset(self.measured_q)
+            if self._controller_holds_reference and self.filter.initialized:
+                err = np.abs(self.measured_q - self.filter.q)
+                k = int(np.argmax(err))
+                if err[k] > self.resync_tolerance:
+                    return self._refuse(
+                        f"refused: the arm is {err[k]:.3f} rad ({self.joint_names[k]}) from the last command sent "
+                        f"(> resync tolerance {self.resync_tolerance}), which the controller may still hold, so "
+                        "starting at the measured position could be a step; if the controller was restarted at "
+                        "the arm's position (e.g. after a reflex or a simulation reset) call ~/resync, then enable")
+                self.filter.set_measured(self.measured_q, self.measured_stamp)
+            else:
+                problem = self._measured_start_problem(now)
+                if problem is not None:
+                    return self._refuse(problem)
+                self.filter.reset(self.measured_q)
         self._active = True
         self.filter.set_measured(self.measured_q, self.measured_stamp)
         self._clear_queue()
@@ -334,13 +458,22 @@ class ExecutorCore:
         return self._ok("enabled and running")
 
     @_locked
+    def resync(self) -> tuple[bool, str]:
+        """DISABLED only: forget the last command sent (the controller was restarted where the arm
+        is), so that the next enable starts from the measured position."""
+        if self.state != ExecutorState.DISABLED:
+            return self._refuse(f"resync needs state disabled, state is {self.state.value}")
+        self._controller_holds_reference = False
+        return self._ok("resynced: the next enable starts from the measured position")
+
+    @_locked
     def start(self, now: float) -> tuple[bool, str]:
         """IDLE -> RUNNING (follow the policy), subject to the start-pose gate."""
         if self.state != ExecutorState.IDLE:
             return self._refuse(f"start needs state idle, state is {self.state.value}")
         if not self._fresh_state(now):
             return self._refuse("no fresh joint state: cannot start")
-        gate = self._start_gate()
+        gate = self._start_gate() or self._follow_gate("start")
         if gate is not None:
             return self._refuse(gate)
         self._clear_queue()
@@ -361,6 +494,9 @@ class ExecutorCore:
         """PAUSED -> RUNNING (new chunks are accepted again)."""
         if self.state != ExecutorState.PAUSED:
             return self._refuse(f"resume needs state paused, state is {self.state.value}")
+        gate = self._follow_gate("resume")
+        if gate is not None:
+            return self._refuse(gate)
         self._clear_queue()
         self.state = ExecutorState.RUNNING
         return self._ok("running")
@@ -379,6 +515,9 @@ class ExecutorCore:
         """Move to the start pose through the safety filter (then IDLE)."""
         if self.state not in (ExecutorState.IDLE, ExecutorState.RUNNING, ExecutorState.PAUSED):
             return self._refuse(f"go_home is not possible in state {self.state.value}")
+        gate = self._follow_gate("go home")
+        if gate is not None:
+            return self._refuse(gate)
         self._clear_queue()
         self.state = ExecutorState.HOMING
         return self._ok("homing")
@@ -421,11 +560,8 @@ class ExecutorCore:
             return self._ok("estop reset: disabled")
         if not self._fresh_state(now):
             return self._refuse("no fresh joint state: cannot reset estop")
-        if not self.filter.initialized:
-            self.filter.reset(self.measured_q)
-        elif self.filter.is_stopped:
-            # Re-anchor on the robot (it may have been moved while stopped, e.g. hand guiding).
-            self.filter.reset(self.measured_q)
+        # The reference is never re-based here: commands kept flowing during the estop and the
+        # controller holds the last one. (start / go_home refuse while the arm does not follow it.)
         self.filter.set_measured(self.measured_q, self.measured_stamp)
         self.estop_reason = None
         self._clear_queue()
@@ -436,7 +572,23 @@ class ExecutorCore:
     # ---- control tick ------------------------------------------------------------------------
     @_locked
     def tick(self, now: float) -> Optional[Command]:
-        """One control period: returns the Command to send, or None while DISABLED."""
+        """One control period: returns the Command to send, or None while DISABLED.
+
+        Never raises: an internal error latches ESTOP and the reference brakes (if even that
+        fails, None: the controller finishes the last trajectory, which ends at rest)."""
+        try:
+            command = self._tick(now)
+        except Exception as exc:  # noqa: BLE001 - a control tick must not raise
+            self.estop(f"internal error in tick: {exc!r}")
+            try:
+                command = self._command(now, self.filter.hold(now), None)
+            except Exception:  # noqa: BLE001
+                return None
+        if command is not None and not self.dry_run:
+            self._controller_holds_reference = True
+        return command
+
+    def _tick(self, now: float) -> Optional[Command]:
         state = self.state
         if state == ExecutorState.DISABLED or not self._active:
             return None
@@ -477,19 +629,25 @@ class ExecutorCore:
                 self._active = False
                 self.message = "disabled"
         self.last_output = out
-        if (state in (ExecutorState.RUNNING, ExecutorState.HOMING) and self.max_tracking_error > 0
-                and not self.dry_run and self.filter.measured_q is not None and self._fresh_state(now)):
-            err = float(np.max(np.abs(self.filter.q - self.filter.measured_q)))
+        if self.filter.last_event is not None and "position_net" in self.filter.last_event and \
+                self.state != ExecutorState.ESTOP and self.filter.clip_counts["position_net"] != self._nets_seen:
+            self.estop("the reference reached a hardware position limit (safety net acted)")
+        self._nets_seen = self.filter.clip_counts["position_net"]
+        if state in (ExecutorState.RUNNING, ExecutorState.HOMING) and self.max_tracking_error > 0 \
+                and self._fresh_state(now):
+            err, joint = self._tracking_error()
             if err > self.max_tracking_error:
-                self.estop(f"tracking error {err:.3f} rad > {self.max_tracking_error:.3f} rad")
-        event = self.gripper.update(gripper_value, now) if gripper_value is not None else None
+                self.estop(f"tracking error {err:.3f} rad on {joint} > {self.max_tracking_error:.3f} rad")
+        event = None
+        if gripper_value is not None and self.state == ExecutorState.RUNNING:  # never on an estop tick
+            event = self.gripper.update(gripper_value, now)
         return self._command(now, out, event)
 
     def _command(self, now: float, out: FilterOutput, event: Optional[GripperEvent]) -> Command:
         points = [TrajectoryPoint(out.position, out.velocity, out.acceleration, self.dt)]
         if self.trajectory_points > 1:
-            for k, (q, v, a) in enumerate(self.filter.preview_hold(self.trajectory_points - 1), start=2):
-                points.append(TrajectoryPoint(q, v, a, k * self.dt))
+            for t, q, v, a in self.filter.stop_points(self.trajectory_points - 1):
+                points.append(TrajectoryPoint(q, v, a, self.dt + t))
         return Command(now, self.joint_names, out.position, out.velocity, out.acceleration, self.dt,
                        tuple(points), out.holding, out.hold_reason, self.dry_run, event)
 

@@ -24,6 +24,7 @@ import yaml
 N_JOINTS = 7
 
 _PER_JOINT_KEYS = ("q_min", "q_max", "dq_max", "ddq_max", "dddq_max")
+_CARTESIAN_KEYS = ("cartesian_velocity_max", "cartesian_acceleration_max", "cartesian_jerk_max")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class RobotLimits:
     joint_state_timeout: max age of the measured joint state before holding (s).
     chunk_max_age: chunks whose observation stamp is older than this are rejected (s).
     flange_length_m, tcp_offset_m, tool_yaw_rad: tool point for FK (see kinematics.ToolOffset).
+    cartesian_velocity_max, cartesian_acceleration_max, cartesian_jerk_max: hardware limits of
+        the tool, [translation (m/s, m/s^2, m/s^3), rotation (rad/s, rad/s^2, rad/s^3)]; the
+        ``eef_delta`` output enforces them times velocity/acceleration/jerk_scale (optional keys;
+        default: the lower of the FR3 and Panda values).
     """
 
     joint_names: tuple[str, ...]
@@ -67,6 +72,9 @@ class RobotLimits:
     flange_length_m: float = 0.107
     tcp_offset_m: float = 0.1034
     tool_yaw_rad: float = -math.pi / 4
+    cartesian_velocity_max: tuple[float, float] = (1.7, 2.5)
+    cartesian_acceleration_max: tuple[float, float] = (9.0, 17.0)
+    cartesian_jerk_max: tuple[float, float] = (4500.0, 8500.0)
     name: str = "robot"
 
     # ---- derived, effective limits -----------------------------------------------------------
@@ -99,6 +107,21 @@ class RobotLimits:
         """Effective jerk bound (rad/s^3)."""
         return self.dddq_max * self.jerk_scale
 
+    @property
+    def cartesian_v_max(self) -> np.ndarray:
+        """Effective tool speed bounds [m/s, rad/s] (vector norms)."""
+        return np.array(self.cartesian_velocity_max) * self.velocity_scale
+
+    @property
+    def cartesian_a_max(self) -> np.ndarray:
+        """Effective tool acceleration bounds [m/s^2, rad/s^2] (vector norms)."""
+        return np.array(self.cartesian_acceleration_max) * self.acceleration_scale
+
+    @property
+    def cartesian_j_max(self) -> np.ndarray:
+        """Effective tool jerk bounds [m/s^3, rad/s^3] (vector norms)."""
+        return np.array(self.cartesian_jerk_max) * self.jerk_scale
+
     # ---- loading -----------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RobotLimits":
@@ -118,6 +141,7 @@ class RobotLimits:
             "acceleration_scale", "jerk_scale", "max_step_rad", "control_dt", "workspace_min",
             "workspace_max", "start_pose", "start_tolerance", "max_jump_rad", "joint_state_timeout",
             "chunk_max_age", "flange_length_m", "tcp_offset_m", "tool_yaw_rad",
+            *_CARTESIAN_KEYS,
         }
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
@@ -210,6 +234,12 @@ class RobotLimits:
         tcp = scalar("tcp_offset_m", 0.0, 1.0, lo_inclusive=True, default=0.1034)
         yaw = scalar("tool_yaw_rad", -math.pi, math.pi, lo_inclusive=True, default=-math.pi / 4)
         name = str(data.get("name", "robot"))
+        cartesian = {}
+        for key in _CARTESIAN_KEYS:
+            arr = vector(key, 2, False, required=False, default=getattr(cls, key))
+            if np.any(arr <= 0):
+                raise ValueError(f"{key}: [translation, rotation] limits must be > 0, got {arr.tolist()}")
+            cartesian[key] = (float(arr[0]), float(arr[1]))
 
         def frozen(a: np.ndarray) -> np.ndarray:
             a = np.array(a, dtype=float)
@@ -240,6 +270,7 @@ class RobotLimits:
             tcp_offset_m=tcp,
             tool_yaw_rad=yaw,
             name=name,
+            **cartesian,
         )
 
 

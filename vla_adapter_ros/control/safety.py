@@ -5,11 +5,22 @@ it once per control period ``dt`` (s). Each tick it receives a raw target (rad, 
 or ``None`` and produces the next reference::
 
     a_k+1 = chosen acceleration       |a_k+1| <= A,   |a_k+1 - a_k| <= J * dt
-    v_k+1 = v_k + a_k+1 * dt          |v_k+1| <= V(q)  (position-dependent, see below)
-    q_k+1 = q_k + v_k+1 * dt          soft_q_min <= q_k+1 <= soft_q_max
+    v_k+1 = v_k + (a_k + a_k+1) * dt / 2                  |v_k+1| <= V(q)  (see below)
+    q_k+1 = q_k + v_k * dt + (2 a_k + a_k+1) * dt^2 / 6   soft_q_min <= q_k+1 <= soft_q_max
 
-so finite differences of the output stream reproduce exactly the bounded velocity,
-acceleration and jerk (up to float rounding).
+i.e. the reference is a C2 piecewise-cubic curve with constant jerk (a_k+1 - a_k)/dt on each
+period, and ``(q, v, a)`` at every control instant are its exact values. Consequences:
+* a JointTrajectoryController that interpolates the points it receives with quintic splines
+  (positions, velocities and accelerations given) reproduces this curve exactly at any rate,
+  e.g. 1 kHz: |jerk| <= J, |acceleration| <= A everywhere, not only at the control instants;
+* finite differences of the positions at the control period are weighted averages of the
+  curve's velocity, acceleration and jerk, hence within the same bounds (up to float rounding).
+The velocity ceiling accounts for the discrete ramp-down of the acceleration, so the curve's
+velocity stays within V between control instants too.
+
+:class:`CartesianFilter` (output ``eef_delta``) runs the same limited step in the classic
+discrete form (``v_k+1 = v_k + a_k+1 dt``, ``q_k+1 = q_k + v_k+1 dt``) because what it emits is
+one delta per tick: the deltas' first, second and third differences are then exactly bounded.
 
 Order of checks on a target (any failure => *hold* for this tick):
   1. measured joint state missing, invalid or older than ``joint_state_timeout``;
@@ -185,12 +196,7 @@ class SafetyFilter:
         Toward a soft limit at distance d >= 0 the speed is at most the v solving
         v^2/(2 Ab) + v (Ab/J + dt) = d, i.e. the jerk-limited braking distance fits in d.
         """
-        ab, c = self.a_brake, self._c
-        d_up = np.maximum(self.hi - q, 0.0)
-        d_dn = np.maximum(q - self.lo, 0.0)
-        v_up = ab * (np.sqrt(c * c + 2.0 * d_up / ab) - c)
-        v_dn = ab * (np.sqrt(c * c + 2.0 * d_dn / ab) - c)
-        return -np.minimum(v_dn, self.v_max), np.minimum(v_up, self.v_max)
+        return braking_velocity_bounds(q, self.lo, self.hi, self.a_brake, self._c, self.v_max)
 
     # ---- target checks ---------------------------------------------------------------------
     def check_target(self, target, now: float) -> tuple[Optional[np.ndarray], Optional[str]]:
@@ -254,26 +260,28 @@ class SafetyFilter:
             raise RuntimeError("SafetyFilter.hold before reset(q)")
         return self._advance(None, now, None)
 
-    def preview_hold(self, steps: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(position, velocity, acceleration) of the next ``steps`` hold ticks, state untouched.
+    def stop_points(self, count: int) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+        """A smooth stop from the current reference, for the end of a trajectory message.
 
-        Used to append braking points to a short trajectory so that a controller that stops
-        receiving commands ends at rest instead of at a moving point.
+        Returns ``count`` points ``(t, q, v, a)`` (t: s after the current instant), the last at
+        rest. Each joint follows the quartic from its current ``(q, v, a)`` to rest that a
+        quintic-spline controller reproduces exactly; the common duration T is the shortest (on a
+        geometric ladder) for which every joint's acceleration and jerk stay within the bounds.
+        If the controller stops receiving messages, the last trajectory it got ends at rest.
+        State untouched.
         """
         if self.q is None:
-            raise RuntimeError("SafetyFilter.preview_hold before reset(q)")
-        saved = (self.q, self.v, self.a, self._prev_target, dict(self.clip_counts), self._last_event)
-        out = []
-        try:
-            for _ in range(int(steps)):
-                o = self._advance(None, 0.0, None)
-                out.append((o.position, o.velocity, o.acceleration))
-        finally:
-            self.q, self.v, self.a, self._prev_target, self.clip_counts, self._last_event = saved
-        return out
+            raise RuntimeError("SafetyFilter.stop_points before reset(q)")
+        duration = stop_duration(self.v, self.a, self.a_max, self.j_max, self.dt)
+        points = []
+        for k in range(1, int(count) + 1):
+            t = duration * k / int(count)
+            q, v, a = quartic_stop(self.q, self.v, self.a, duration, t)
+            points.append((t, q, v, a))
+        return points
 
     def _advance(self, t: Optional[np.ndarray], now: float, reason: Optional[str]) -> FilterOutput:
-        q, v, a, dt = self.q, self.v, self.a, self.dt
+        q = self.q
         v_lo, v_hi = self.position_velocity_bounds(q)
         if t is None:
             v_des = np.zeros(self.n)
@@ -283,7 +291,7 @@ class SafetyFilter:
             # always brake to the target (sqrt profile) and is linear near it.
             if self._prev_target is not None:
                 step = t - self._prev_target
-                v_ff = step / dt if np.all(np.abs(step) <= self.limits.max_step_rad) else np.zeros(self.n)
+                v_ff = step / self.dt if np.all(np.abs(step) <= self.limits.max_step_rad) else np.zeros(self.n)
             else:
                 v_ff = np.zeros(self.n)
             self._prev_target = t
@@ -295,48 +303,221 @@ class SafetyFilter:
             if np.any(clipped != v_des):
                 self._record(now, "velocity_limit", "desired velocity clipped to the (position-dependent) bound")
             v_des = clipped
-        # Velocity loop: acceleration that can be ramped back to zero (jerk J) as dv reaches 0.
-        dv = v_des - v
-        adv = np.abs(dv)
-        a_des = np.sign(dv) * np.minimum(np.sqrt(2.0 * self.j_max * adv), adv / self.tv)
-        if np.any(np.abs(a_des) > self.a_max):
-            if t is not None:
-                self._record(now, "acceleration_limit", "desired acceleration clipped")
-            a_des = np.clip(a_des, -self.a_max, self.a_max)
-        # Jerk-aware velocity ceilings as acceleration bounds.
-        head_up = v_hi - v
-        head_dn = v - v_lo
-        jdt = self._jdt
-        root_up = np.sqrt(jdt * jdt + 2.0 * self.j_max * np.maximum(head_up, 0.0)) - jdt
-        root_dn = np.sqrt(jdt * jdt + 2.0 * self.j_max * np.maximum(head_dn, 0.0)) - jdt
-        a_ceil_hi = np.where(head_up >= 0.0, root_up, head_up / dt)
-        a_ceil_lo = np.where(head_dn >= 0.0, -root_dn, -head_dn / dt)
-        a_new = np.minimum(np.maximum(a_des, a_ceil_lo), a_ceil_hi)
-        # Physical bounds (never violated): jerk and acceleration.
-        j_lo = np.maximum(a - jdt, -self.a_max)
-        j_hi = np.minimum(a + jdt, self.a_max)
-        a_lim = np.minimum(np.maximum(a_new, j_lo), j_hi)
-        if np.any(a_lim != a_new):
-            if np.any((a_lim < a_ceil_lo - 1e-12) | (a_lim > a_ceil_hi + 1e-12)):
-                self._record(now, "ceiling_conflict", "velocity/position ceiling not reachable within jerk bound")
-            elif t is not None:
-                self._record(now, "jerk_limit", "acceleration change limited by the jerk bound")
-        v_new = v + a_lim * dt
-        q_new = q + v_new * dt
-        # Rest snap: when holding and the residual motion is tiny (< 1e-7 rad/s), stop exactly
-        # now, with the acceleration that really produces it, if that respects the jerk bound
-        # (the next tick then brings the acceleration to zero within the jerk bound too).
-        if t is None and np.all(np.abs(v_new) < 1e-7) and np.all(np.abs(a_lim) < 1e-5):
-            a_snap = -v / dt
-            if np.all(np.abs(a_snap - a) <= jdt) and np.all(np.abs(a_snap) <= np.minimum(jdt, self.a_max)):
-                v_new = np.zeros(self.n)
-                a_lim = a_snap
-                q_new = q.copy()
-        # Last-resort net at the hard limits (never expected to act; counted if it does).
+        q_new, v_new, a_new, events = limited_step(
+            q, self.v, self.a, v_des, v_lo, v_hi, self.a_max, self.j_max, self.dt, self.tv, exact=True)
+        if t is not None:
+            for kind in ("acceleration_limit", "jerk_limit"):
+                if kind in events:
+                    self._record(now, kind, events[kind])
+        if "ceiling_conflict" in events:
+            self._record(now, "ceiling_conflict", events["ceiling_conflict"])
+        # Rest snap: when holding and the residual motion is negligible, stop exactly (the
+        # velocity and acceleration steps this makes are < 1e-7 rad/s and < 1e-5 rad/s^2).
+        if t is None and np.all(np.abs(v_new) < 1e-7) and np.all(np.abs(a_new) < 1e-5):
+            v_new = np.zeros(self.n)
+            a_new = np.zeros(self.n)
+        # Last-resort net at the hard limits (never expected to act: the reference starts inside
+        # the soft limits and the velocity bound brakes before them). Counted; the executor
+        # latches an estop when it acts.
         if np.any(q_new < self.hard_lo) or np.any(q_new > self.hard_hi):
             self._record(now, "position_net", "reference clamped at the hardware limits")
             q_new = np.clip(q_new, self.hard_lo, self.hard_hi)
-            v_new = (q_new - q) / dt
-            a_lim = (v_new - v) / dt
-        self.q, self.v, self.a = q_new, v_new, a_lim
-        return FilterOutput(q_new.copy(), v_new.copy(), a_lim.copy(), t is None, reason)
+            v_new = np.zeros(self.n)
+            a_new = np.zeros(self.n)
+        self.q, self.v, self.a = q_new, v_new, a_new
+        return FilterOutput(q_new.copy(), v_new.copy(), a_new.copy(), t is None, reason)
+
+
+def braking_velocity_bounds(q, lo, hi, a_brake, c, v_max):
+    """Velocity bounds (lower <= 0, upper >= 0) at q between position bounds lo and hi (may be
+    +-inf): toward a bound at distance d the speed is at most the v solving
+    v^2/(2 a_brake) + v c = d, capped at v_max."""
+    d_up = np.maximum(hi - q, 0.0)
+    d_dn = np.maximum(q - lo, 0.0)
+    with np.errstate(invalid="ignore"):
+        v_up = np.where(np.isinf(d_up), np.inf, a_brake * (np.sqrt(c * c + 2.0 * d_up / a_brake) - c))
+        v_dn = np.where(np.isinf(d_dn), np.inf, a_brake * (np.sqrt(c * c + 2.0 * d_dn / a_brake) - c))
+    return -np.minimum(v_dn, v_max), np.minimum(v_up, v_max)
+
+
+def limited_step(q, v, a, v_des, v_lo, v_hi, a_max, j_max, dt, tv, exact):
+    """One period of the jerk-limited velocity loop shared by the joint and Cartesian filters.
+
+    q, v, a: current position, velocity, acceleration (arrays); v_des: desired velocity;
+    v_lo <= 0 <= v_hi: velocity ceilings; a_max, j_max: bounds; tv: velocity time constant (s).
+    exact: True = constant jerk over the period (C2 cubic, see the module docstring), False =
+    the discrete form v' = v + a' dt, q' = q + v' dt. Returns (q', v', a', events) with events
+    a dict kind -> detail of the bounds that shaped the step.
+    """
+    events = {}
+    jdt = j_max * dt
+    # Velocity loop: an acceleration that can be ramped back to zero (jerk J) as dv reaches 0.
+    dv = v_des - v
+    adv = np.abs(dv)
+    a_des = np.sign(dv) * np.minimum(np.sqrt(2.0 * j_max * adv), adv / tv)
+    if np.any(np.abs(a_des) > a_max):
+        events["acceleration_limit"] = "desired acceleration clipped"
+        a_des = np.clip(a_des, -a_max, a_max)
+    # Velocity ceilings as acceleration bounds: after this period the acceleration must still
+    # ramp down to zero (in whole periods at jerk J) without the velocity passing the ceiling.
+    # h = velocity headroom left after the current acceleration's share of this period.
+    h_up = v_hi - v - (0.5 * a * dt if exact else 0.0)
+    h_dn = v - v_lo + (0.5 * a * dt if exact else 0.0)
+    root_up = np.sqrt(jdt * jdt + 2.0 * j_max * np.maximum(h_up, 0.0)) - jdt
+    root_dn = np.sqrt(jdt * jdt + 2.0 * j_max * np.maximum(h_dn, 0.0)) - jdt
+    share = 2.0 / dt if exact else 1.0 / dt  # acceleration that changes the velocity by h
+    a_ceil_hi = np.where(h_up >= 0.0, root_up, h_up * share)
+    a_ceil_lo = np.where(h_dn >= 0.0, -root_dn, -h_dn * share)
+    a_new = np.minimum(np.maximum(a_des, a_ceil_lo), a_ceil_hi)
+    # Physical bounds (never violated): jerk and acceleration.
+    a_lim = np.minimum(np.maximum(a_new, np.maximum(a - jdt, -a_max)), np.minimum(a + jdt, a_max))
+    if np.any(a_lim != a_new):
+        if np.any((a_lim < a_ceil_lo - 1e-12) | (a_lim > a_ceil_hi + 1e-12)):
+            events["ceiling_conflict"] = "velocity/position ceiling not reachable within jerk bound"
+        else:
+            events["jerk_limit"] = "acceleration change limited by the jerk bound"
+    if exact:
+        v_new = v + 0.5 * (a + a_lim) * dt
+        q_new = q + v * dt + (2.0 * a + a_lim) * (dt * dt / 6.0)
+    else:
+        v_new = v + a_lim * dt
+        q_new = q + v_new * dt
+    return q_new, v_new, a_lim, events
+
+
+def quartic_stop(q, v, a, duration, t):
+    """Position, velocity, acceleration at time t of the quartic that starts at (q, v, a) and is
+    at rest (v = a = 0) at ``duration``: q(t) = q + v t + a t^2/2 + c3 t^3 + c4 t^4 with
+    c4 = (v + a T/2) / (2 T^3), c3 = -(2a/3 + v/T) / T. It travels v T/2 + a T^2/12."""
+    T = float(duration)
+    t = min(max(float(t), 0.0), T)
+    c4 = (v + 0.5 * a * T) / (2.0 * T ** 3)
+    c3 = -(2.0 * a / 3.0 + v / T) / T
+    pos = q + v * t + 0.5 * a * t * t + c3 * t ** 3 + c4 * t ** 4
+    vel = v + a * t + 3.0 * c3 * t * t + 4.0 * c4 * t ** 3
+    acc = a + 6.0 * c3 * t + 12.0 * c4 * t * t
+    if t >= T:  # exactly at rest (no rounding residue)
+        vel, acc = np.zeros_like(vel), np.zeros_like(acc)
+    return pos, vel, acc
+
+
+_TAU = np.linspace(0.0, 1.0, 41)
+
+
+def stop_duration(v, a, a_max, j_max, dt):
+    """Shortest T (on a 1.2x geometric ladder from a kinematic lower bound, at least dt) for which
+    :func:`quartic_stop` keeps every joint's acceleration within a_max and jerk within j_max."""
+    v, a = np.asarray(v, float), np.asarray(a, float)
+    if np.all(v == 0.0) and np.all(a == 0.0):
+        return float(dt)
+    a_rel = a * np.where(v != 0.0, np.sign(v), 1.0)  # acceleration along the motion
+    v = np.abs(v)
+    T = max(float(dt), float(np.max(1.5 * v / a_max)), float(np.max(np.sqrt(6.0 * v / j_max))))
+    for _ in range(200):
+        # Acceleration over tau in [0, 1]: a (1 - tau)(1 - 3 tau) - 6 (v/T) tau (1 - tau);
+        # jerk is linear: -(4a + 6v/T)/T at the start, (2a + 6v/T)/T at the end.
+        tau = _TAU[:, None]
+        acc = a_rel * (1 - tau) * (1 - 3 * tau) - 6.0 * (v / T) * tau * (1 - tau)
+        j0 = np.abs(4.0 * a_rel + 6.0 * v / T) / T
+        j1 = np.abs(2.0 * a_rel + 6.0 * v / T) / T
+        if (np.all(np.abs(acc) <= a_max * (1 + 1e-12)) and np.all(j0 <= j_max) and np.all(j1 <= j_max)):
+            return T
+        T *= 1.2
+    return T
+
+
+class CartesianFilter:
+    """Limits for a stream of tool deltas (``output: eef_delta``), one delta per tick.
+
+    Axes: [x y z] (m) and [rx ry rz] (rad, rotation vector). The filter integrates the deltas it
+    emits (``s``, from 0 at :meth:`reset`) and the accepted target rows (``target``); each tick it
+    emits ``s_k+1 - s_k`` with, per axis, |velocity| <= v, |acceleration| <= a, |jerk| <= j in the
+    discrete form (first, second and third differences of delta/dt). Per-axis bounds are the
+    robot file's Cartesian norm limits divided by sqrt(3), so the vector norms stay within them.
+    A row inside the bounds passes unchanged (deadbeat velocity loop); motion that a bound delayed
+    is caught up later, so no commanded motion is lost; a hold drops what is owed and brakes.
+
+    Workspace: the tool point (FK of the measured joints) must stay inside the box: toward a wall
+    at distance d the translation speed is capped so that braking fits in d (as for the joints).
+    """
+
+    def __init__(self, limits: RobotLimits, dt: float, braking_fraction: float = 0.5):
+        self.dt = float(dt)
+        if not (self.dt > 0 and math.isfinite(self.dt)):
+            raise ValueError(f"dt: must be > 0, got {dt}")
+        root3 = math.sqrt(3.0)
+        self.v_max = np.repeat(np.asarray(limits.cartesian_v_max) / root3, 3)
+        self.a_max = np.repeat(np.asarray(limits.cartesian_a_max) / root3, 3)
+        self.j_max = np.repeat(np.asarray(limits.cartesian_j_max) / root3, 3)
+        self.a_brake = braking_fraction * self.a_max
+        self._c = self.a_brake / self.j_max + self.dt
+        self.tp = 4.0 * self.dt  # catch-up of delayed motion (position time constant)
+        self._ws_min = np.array(limits.workspace_min)
+        self._ws_max = np.array(limits.workspace_max)
+        self.reset()
+
+    def reset(self) -> None:
+        """At rest, nothing owed."""
+        self.s = np.zeros(6)
+        self.v = np.zeros(6)
+        self.a = np.zeros(6)
+        self.target: Optional[np.ndarray] = None
+        self.limited = {"velocity": 0, "acceleration": 0, "jerk": 0, "workspace": 0}
+
+    @property
+    def is_stopped(self) -> bool:
+        return bool(np.all(self.v == 0.0) and np.all(self.a == 0.0))
+
+    @property
+    def owed(self) -> np.ndarray:
+        """Target motion not yet emitted (zeros while holding)."""
+        return np.zeros(6) if self.target is None else self.target - self.s
+
+    def hold(self) -> None:
+        """Drop what is owed; the next steps brake to rest."""
+        self.target = None
+
+    def step(self, row: Optional[np.ndarray], tool_position: Optional[np.ndarray]) -> np.ndarray:
+        """Advance one tick. row: the next target delta (6,) or None (no new row: finish what is
+        owed, or brake when holding). tool_position: measured tool point (m) for the workspace
+        bounds (None: translation is not allowed to grow in any direction).
+        Returns the delta (6,) to emit."""
+        dt = self.dt
+        if tool_position is None:
+            lo = hi = self.s[:3]
+        else:
+            lo = self.s[:3] - (np.asarray(tool_position) - self._ws_min)
+            hi = self.s[:3] + (self._ws_max - np.asarray(tool_position))
+        lo = np.concatenate([lo, np.full(3, -np.inf)])
+        hi = np.concatenate([hi, np.full(3, np.inf)])
+        v_lo, v_hi = braking_velocity_bounds(self.s, lo, hi, self.a_brake, self._c, self.v_max)
+        if row is not None:
+            if self.target is None:
+                self.target = self.s.copy()
+            self.target = self.target + row
+            v_ff = np.asarray(row, float) / dt
+        else:
+            v_ff = np.zeros(6)
+        if self.target is None:
+            v_des = np.zeros(6)
+        else:
+            e = self.target - self.s - v_ff * dt  # owed beyond this tick's row
+            ae = np.abs(e)
+            v_des = v_ff + np.sign(e) * np.minimum(np.sqrt(2.0 * self.a_brake * ae), ae / self.tp)
+        clipped = np.minimum(np.maximum(v_des, v_lo), v_hi)
+        if np.any(clipped != v_des):
+            wall = np.any((clipped[:3] != v_des[:3]) & ((v_hi[:3] < self.v_max[:3]) | (v_lo[:3] > -self.v_max[:3])))
+            self.limited["workspace" if wall else "velocity"] += 1
+        s_new, v_new, a_new, events = limited_step(
+            self.s, self.v, self.a, clipped, v_lo, v_hi, self.a_max, self.j_max, dt, dt, exact=False)
+        if "acceleration_limit" in events:
+            self.limited["acceleration"] += 1
+        if "jerk_limit" in events or "ceiling_conflict" in events:
+            self.limited["jerk"] += 1
+        delta = v_new * dt  # == s_new - s, without the rounding of the running sum
+        if self.target is None and np.all(np.abs(v_new) < 1e-9) and np.all(np.abs(a_new) < 1e-7):
+            v_new, a_new = np.zeros(6), np.zeros(6)  # rest snap (steps below 1e-9 m/s)
+        self.s, self.v, self.a = self.s + delta, v_new, a_new
+        if self.target is not None and np.all(np.abs(self.target - self.s) < 1e-12) and self.is_stopped:
+            self.target = self.s.copy()
+        return delta

@@ -20,8 +20,10 @@ takes ``now``.
 * ``sample(now)`` interpolates linearly between rows; after the last row the last target is
   held for one ``dt``, then the queue is empty and ``sample`` returns None (= hold).
 * Chunks with a stamp not newer than the last accepted one (out of order), older than
-  ``chunk_max_age`` (stale), too far in the future, malformed or entirely in the past are
-  rejected with a reason.
+  ``chunk_max_age`` (stale), too far in the future, malformed, entirely in the past, or that
+  would grow the queue beyond ``MAX_QUEUE_ROWS`` are rejected with a reason.
+* ``add_chunk`` = ``prepare_chunk`` (validation and conversion, which may run the IK: no queue
+  state is touched, so a caller may run it outside its lock) + ``commit`` (the merge).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .chunk import ACTION_SPACE_NAMES, Chunk, actions_to_joint_targets, validate
 from .kinematics import FrankaKinematics
 
 BLEND_MODES = ("replace", "crossfade", "ensemble")
+MAX_QUEUE_ROWS = 1024
 _TIME_EPS = 1e-9  # s; a row exactly at `now` (up to rounding) counts as not in the past
 
 
@@ -54,6 +57,20 @@ class AddResult:
     first_index: int = 0
     kept: int = 0
     sequence: int = 0
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A validated chunk converted to absolute joint targets, not yet merged (see add_chunk)."""
+
+    stamp: float
+    latency: float
+    sequence: int
+    dt: float
+    first: int  # first row kept (earlier rows were in the past at preparation)
+    times: np.ndarray
+    targets: np.ndarray
+    gripper: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -223,6 +240,14 @@ class ActionScheduler:
         now: arrival time (s). reference_q: joint positions (rad) that JOINT_DELTA / EEF_DELTA
         rows are integrated from (required for those spaces).
         """
+        prepared = self.prepare_chunk(chunk, now, reference_q)
+        if isinstance(prepared, AddResult):
+            return prepared
+        return self.commit(prepared, now)
+
+    def prepare_chunk(self, chunk: Chunk, now: float, reference_q: Optional[np.ndarray] = None):
+        """Validation and conversion only: a PreparedChunk, or the rejecting AddResult. Reads the
+        ordering memory but changes nothing except the rejection counters."""
         sequence = int(getattr(chunk, "sequence", 0) or 0)
         try:
             stamp = float(chunk.stamp)
@@ -252,12 +277,28 @@ class ActionScheduler:
                                                 self.kinematics, self.q_min, self.q_max)
         if targets is None:
             return self._reject(f"conversion failed: {why}", latency, sequence)
-        new_times = row_times[first:]
-        new_grip = gripper[first:] if gripper is not None else np.full(new_times.size, np.nan)
-        self._merge(new_times, targets, new_grip)
-        self._end_hold = dt
-        self.last_accepted_stamp = stamp
-        self.last_result = AddResult(True, "", latency, first, int(new_times.size), sequence)
+        new_grip = gripper[first:] if gripper is not None else np.full(horizon - first, np.nan)
+        return PreparedChunk(stamp, latency, sequence, dt, first, row_times[first:], targets, new_grip)
+
+    def commit(self, prepared: PreparedChunk, now: float) -> AddResult:
+        """Merge a prepared chunk at ``now`` (rows that fell into the past meanwhile are dropped)."""
+        if self.last_accepted_stamp is not None and prepared.stamp <= self.last_accepted_stamp:
+            return self._reject(f"out of order: stamp {prepared.stamp:.6f} not newer than last accepted "
+                                f"{self.last_accepted_stamp:.6f}", prepared.latency, prepared.sequence)
+        late = int(np.count_nonzero(prepared.times < now - _TIME_EPS))
+        if late >= prepared.times.size:
+            return self._reject(f"all actions are in the past (latency {now - prepared.stamp:.3f} s)",
+                                prepared.latency, prepared.sequence)
+        times, targets, grip = prepared.times[late:], prepared.targets[late:], prepared.gripper[late:]
+        kept_old = int(np.count_nonzero(self._times < times[0] - _TIME_EPS))
+        if kept_old + times.size > MAX_QUEUE_ROWS:
+            return self._reject(f"queue full: {kept_old} queued + {times.size} new rows > {MAX_QUEUE_ROWS}",
+                                prepared.latency, prepared.sequence)
+        self._merge(times, targets, grip)
+        self._end_hold = prepared.dt
+        self.last_accepted_stamp = prepared.stamp
+        self.last_result = AddResult(True, "", prepared.latency, prepared.first + late, int(times.size),
+                                     prepared.sequence)
         return self.last_result
 
     def _merge(self, new_times: np.ndarray, new_targets: np.ndarray, new_grip: np.ndarray) -> None:
