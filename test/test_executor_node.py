@@ -22,8 +22,8 @@ from std_msgs.msg import Float64, Header  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from ros_harness import spin_until  # noqa: E402
-from vla_adapter_ros.control import load_robot_limits  # noqa: E402
+from ros_harness import PEERS, spin_until  # noqa: E402
+from vla_adapter_ros.control import FrankaKinematics, ToolOffset, load_robot_limits  # noqa: E402
 from vla_adapter_ros.msg import ActionChunk, ExecutorStatus  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -55,11 +55,13 @@ def relaxed_limits(tmp_path):
     return str(path)
 
 
-def start_executor(processes, tmp_path, **overrides):
+def start_executor(processes, tmp_path, command=None, extra_env=None, **overrides):
+    """command: how to run the node (default: the executor module)."""
     overrides.setdefault("robot", relaxed_limits(tmp_path))
     params = write_params(tmp_path / "executor.yaml", **overrides)
-    child = processes.start("executor_node", [sys.executable, "-m", "vla_adapter_ros.nodes.executor_node",
-                                              "--ros-args", "--params-file", str(params)])
+    command = command or [sys.executable, "-m", "vla_adapter_ros.nodes.executor_node"]
+    child = processes.start("executor_node", command + ["--ros-args", "--params-file", str(params)],
+                            extra_env=extra_env)
     child.wait_for_output("ready:", timeout=60)
     return child
 
@@ -73,6 +75,7 @@ class TrackingRobot:
         self.executor.add_node(self.node)
         self.q = READY.copy()
         self.publishing = True
+        self.state_joints = NAMES  # the arm joints each joint state carries (fingers always)
         self.commands: list[JointTrajectory] = []
         self.dry_run: list[JointTrajectory] = []
         self.status: list[ExecutorStatus] = []
@@ -95,8 +98,14 @@ class TrackingRobot:
     def _publish_state(self):
         if not self.publishing:
             return
-        msg = JointState(name=NAMES + ["fr3_finger_joint1", "fr3_finger_joint2"], position=self.q.tolist() + [0.04, 0.04])
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.publish_state(self.node.get_clock().now())
+
+    def publish_state(self, stamp, names=None):
+        names = self.state_joints if names is None else names
+        positions = [float(self.q[NAMES.index(n)]) for n in names]
+        msg = JointState(name=list(names) + ["fr3_finger_joint1", "fr3_finger_joint2"],
+                         position=positions + [0.04, 0.04])
+        msg.header.stamp = stamp.to_msg()
         self.js_pub.publish(msg)
 
     def spin(self, predicate, timeout):
@@ -123,7 +132,8 @@ class TrackingRobot:
         deadline = time.monotonic() + timeout
         while True:
             reply = self.call(SetBool, "enable", SetBool.Request(data=on))
-            if reply.success or "no fresh joint state" not in reply.message or time.monotonic() > deadline:
+            early = "no fresh joint state" in reply.message or "try again" in reply.message
+            if reply.success or not early or time.monotonic() > deadline:
                 return reply
             self.wait(0.2)
 
@@ -335,3 +345,95 @@ def test_killed_policy_node_leads_to_hold(processes, robot, tmp_path):
     assert max(abs(v) for v in robot.commands[-1].points[0].velocities) < 1e-3
     assert robot.last_status().state == "running"  # still enabled: it resumes when chunks return
     assert math.isfinite(robot.last_status().chunk_latency_ms)
+
+
+def test_slow_chunk_conversion_does_not_stop_the_command_stream(processes, robot, tmp_path):
+    """Chunks are converted beside the control loop: while a chunk's conversion takes >= 1 s (the
+    peer adds 1 s of pure-Python work before the core's real EEF_DELTA IK, i.e. >= 100 control
+    periods at 100 Hz), the executor keeps sending commands and status. A control loop that waited
+    for the conversion would send none in that window (at most the few around its ends)."""
+    start_executor(processes, tmp_path, command=[sys.executable, str(PEERS / "slow_chunk_executor.py")],
+                   extra_env={"SLOW_CHUNK_S": "1.0"})
+    assert robot.enable().success, robot.describe()
+    robot.wait_state("running")
+    robot.wait(0.3)
+    from vla_adapter_ros.control import chunk as chunk_module
+
+    horizon = min(300, getattr(chunk_module, "MAX_CHUNK_ROWS", 300))
+    rows = np.zeros((horizon, 6))
+    rows[:, 0] = 0.0005  # m in x per row: a slow straight move (a few cm)
+    accepted, commands, statuses = robot.last_status().chunks_accepted, len(robot.commands), len(robot.status)
+    robot.send_chunk(rows, dt=0.05, action_space=ActionChunk.EEF_DELTA, names=[])
+    assert robot.spin(lambda: robot.last_status().chunks_accepted > accepted, 30), robot.describe()
+    during = len(robot.commands) - commands
+    assert during >= 20, f"only {during} commands while the chunk was being converted"
+    assert len(robot.status) - statuses >= 4
+    # and the chunk itself is executed: the tool moves along +x, holding at the end
+    kinematics = FrankaKinematics(ToolOffset(LIMITS.flange_length_m, LIMITS.tcp_offset_m, LIMITS.tool_yaw_rad))
+    start = kinematics.fk_position(READY)
+    assert robot.spin(lambda: robot.last_status().queue_depth == 0 and robot.last_status().holding, 30), \
+        robot.describe()
+    assert robot.wait_until_still(0.3, tolerance=1e-4, timeout=10), robot.describe()
+    moved = kinematics.fk_position(robot.q) - start
+    assert 0.01 < moved[0] < horizon * 0.0005 + 0.005 and np.all(np.abs(moved[1:]) < 0.01), moved
+
+
+def test_joint_state_watchdog_uses_the_receive_time_of_every_joint(processes, robot, tmp_path):
+    """Ages come from the executor's own clock per joint, never from header stamps (timeout 0.5 s)."""
+    start_executor(processes, tmp_path)
+    assert robot.enable().success, robot.describe()
+    robot.wait_state("running")
+
+    def timed_out():
+        s = robot.last_status()
+        return s.holding and "joint_state_timeout" in s.hold_reason
+
+    def fresh():
+        s = robot.last_status()
+        return s.hold_reason == "" and 0 <= s.joint_state_age_ms < 300
+
+    assert robot.spin(fresh, 10), robot.describe()
+    # (a) one joint state stamped 60 s in the future, then silence: still a timeout within ~0.5 s
+    robot.publishing = False
+    robot.publish_state(robot.node.get_clock().now() + rclpy.duration.Duration(seconds=60.0))
+    assert robot.spin(timed_out, 10), robot.describe()
+    assert robot.last_status().joint_state_age_ms >= 400, robot.last_status().joint_state_age_ms
+    # fresh again when complete joint states return
+    robot.publishing = True
+    assert robot.spin(fresh, 10), robot.describe()
+    # (b) joints 1-5 only: 6-7 go stale, so the whole state does (no refresh from a cache)
+    robot.state_joints = NAMES[:5]
+    unknown = JointState(name=[f"other_joint_{i}" for i in range(10_000)], position=[0.0] * 10_000)
+    robot.js_pub.publish(unknown)  # unknown names are ignored
+    malformed = JointState(name=NAMES, position=READY[:3].tolist())
+    robot.js_pub.publish(malformed)  # lengths differ: ignored
+    assert robot.spin(timed_out, 10), robot.describe()
+    robot.wait(0.3)
+    assert timed_out() and robot.last_status().joint_state_age_ms >= 400, robot.describe()
+    robot.state_joints = NAMES
+    assert robot.spin(fresh, 10), robot.describe()
+
+
+def test_resync_only_while_disabled(processes, robot, tmp_path):
+    """~/resync: refused while enabled; while disabled, the next enable starts at the measured position
+    (an arm that moved while disabled is refused by enable until resync)."""
+    start_executor(processes, tmp_path)
+    assert robot.enable().success, robot.describe()
+    robot.wait_state("running")
+    reply = robot.trigger("resync")
+    assert not reply.success, reply.message
+    assert robot.enable(False).success
+    robot.wait_state("disabled")
+    robot.q = READY + np.array([0.05, 0, 0, 0, 0, 0, 0])  # the controller restarted elsewhere
+    robot.wait(0.3)
+    reply = robot.enable()
+    assert not reply.success and "resync" in reply.message, reply.message
+    reply = robot.trigger("resync")
+    assert reply.success, reply.message
+    robot.wait(0.3)
+    before = len(robot.commands)
+    reply = robot.enable()
+    assert reply.success, reply.message
+    assert robot.spin(lambda: len(robot.commands) > before, 10)
+    first = np.array(robot.commands[before].points[0].positions)
+    assert np.max(np.abs(first - (READY + np.array([0.05, 0, 0, 0, 0, 0, 0])))) < 1e-3, first

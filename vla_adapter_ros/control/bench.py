@@ -29,13 +29,14 @@ def _percentiles(samples_ns: list[int]) -> str:
 
 
 def run(robot: str = "fr3", seconds: float = 20.0, horizon: int = 8, chunk_dt: float = 0.1,
-        blend_mode: str = "crossfade") -> dict[str, list[int]]:
+        blend_mode: str = "crossfade", trajectory_points: int = 2) -> dict[str, list[int]]:
     limits = load_robot_limits(robot)
-    core = ExecutorCore(limits, blend_mode=blend_mode)
+    core = ExecutorCore(limits, blend_mode=blend_mode, trajectory_points=trajectory_points)
     dt = core.dt
     q = np.array(limits.start_pose)
     now = 0.0
-    core.on_joint_state(q, now)
+    for k in (2, 1, 0):  # enable needs a short history that shows the arm at rest
+        core.on_joint_state(q, now - k * dt)
     ok, msg = core.enable(now)
     assert ok, msg
     rng = np.random.default_rng(0)
@@ -99,9 +100,12 @@ def main(argv=None) -> int:
     parser.add_argument("--robot", default="fr3")
     parser.add_argument("--seconds", type=float, default=20.0, help="simulated seconds of 250 Hz ticks")
     parser.add_argument("--blend-mode", default="crossfade")
+    parser.add_argument("--trajectory-points", type=int, default=2,
+                        help="points per command (2, the node default: next point + stop to rest)")
     args = parser.parse_args(argv)
-    timings = run(args.robot, args.seconds, blend_mode=args.blend_mode)
-    print(f"control-core benchmark ({args.robot}, {args.blend_mode}, 250 Hz, chunks of 8 every 0.2 s)")
+    timings = run(args.robot, args.seconds, blend_mode=args.blend_mode, trajectory_points=args.trajectory_points)
+    print(f"control-core benchmark ({args.robot}, {args.blend_mode}, 250 Hz, chunks of 8 every 0.2 s, "
+          f"{args.trajectory_points} trajectory points)")
     for key in ("tick", "filter", "sample", "on_chunk_joint", "on_chunk_eef"):
         print(f"  {key:15s} {_percentiles(timings[key])}")
     p99 = np.percentile(np.asarray(timings["tick"]) / 1e3, 99)

@@ -12,13 +12,42 @@ state machine). Outputs (parameter `output`):
            control.eef_output.EefDeltaCore).
 Dry-run publishes the same commands on ~/dry_run/joint_trajectory and sends nothing to the robot.
 The real-robot configuration starts disabled: nothing moves before ~/enable.
+
+Services: ~/enable (SetBool; false = stop smoothly, then send nothing), ~/start, ~/pause, ~/resume,
+~/stop, ~/go_home, ~/estop, ~/reset and ~/resync (Trigger). ~/resync is allowed only while disabled:
+it forgets the last command sent, so the next ~/enable starts from the measured position (use it
+after the arm's controller was restarted at a new position, e.g. after a reflex / error recovery).
+
+Threads: the control tick, status, services and joint states run on one single-threaded executor.
+A chunk message is only parsed there; converting it (an EEF_DELTA chunk runs IK for every row, tens
+of ms) happens on one worker thread (`ChunkWorker`), so no control tick waits for it. The worker keeps
+at most the newest pending chunk: an older one still waiting when a newer one arrives is dropped and
+counted as rejected ("superseded by a newer chunk before it was processed"); a pending stop chunk is
+never dropped by a newer non-stop chunk. The process sets a 0.5 ms GIL switch interval for the same
+reason (see `main`).
+
+Joint-state watchdog: ages are measured with the node's own clock (sim time with use_sim_time), not
+with the message header stamps, which a driver may set wrong (a stamp in the future would otherwise
+look fresh for seconds). Each arm joint's receive time is recorded (`JointStateCache`); the core is
+given the OLDEST receive time of the arm joints as the state's stamp, so a joint is only fresh when it
+was itself updated (joint states may arrive split into several messages, e.g. arm and gripper).
+Nothing reaches the core before every arm joint was received once. Names that are not arm joints are
+ignored; a message whose name and position lengths differ is ignored (counted, logged throttled).
+
+A control tick never raises: an internal error is logged with its traceback, latches the estop
+("internal error in tick: ..."), and that tick sends nothing; the following ticks brake.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
+import traceback
+from typing import Callable, Optional, Sequence
+
+import numpy as np
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -28,7 +57,7 @@ from std_msgs.msg import Float64, Float64MultiArray, Header
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from vla_adapter_ros.control import Chunk, ExecutorCore, load_robot_limits, reorder_joint_state
+from vla_adapter_ros.control import Chunk, ExecutorCore, ExecutorState, load_robot_limits
 from vla_adapter_ros.msg import ActionChunk, ExecutorStatus
 from vla_adapter_ros.nodes.common import declare, now_seconds, run_node, seconds_to_duration, stamp_seconds
 
@@ -72,9 +101,118 @@ DEFAULTS = {
 }
 
 
+SUPERSEDED = "superseded by a newer chunk before it was processed"
+
+
+class JointStateCache:
+    """Latest position and receive time of each arm joint (joint states may arrive split by name).
+
+    Only ``joint_names`` are kept (other names are ignored, so the cache never grows). ``update``
+    returns ``(q, oldest)``: the arm positions in ``joint_names`` order and the oldest receive time
+    among them, once every arm joint has been received and only when this message carried at least
+    one arm joint; otherwise ``(None, nan)``. A message whose name and position lengths differ
+    changes nothing (counted in ``malformed``).
+    """
+
+    def __init__(self, joint_names: Sequence[str]):
+        self.joint_names = tuple(joint_names)
+        self._index = {name: i for i, name in enumerate(self.joint_names)}
+        self.positions = np.full(len(self.joint_names), np.nan)
+        self.received = np.full(len(self.joint_names), -np.inf)  # receive time per joint (s)
+        self.malformed = 0
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(np.isfinite(self.received)))
+
+    def update(self, names: Sequence[str], positions: Sequence[float],
+               now: float) -> tuple[Optional[np.ndarray], float]:
+        if len(names) != len(positions):
+            self.malformed += 1
+            return None, float("nan")
+        touched = False
+        for name, value in zip(names, positions):
+            i = self._index.get(name)
+            if i is not None:
+                self.positions[i] = float(value)  # a non-finite value is kept: the core rejects it
+                self.received[i] = now
+                touched = True
+        if not touched or not np.all(np.isfinite(self.received)):
+            return None, float("nan")
+        return self.positions.copy(), float(np.min(self.received))
+
+
+class ChunkWorker:
+    """One thread that hands chunks to ``process`` in arrival order, off the control thread.
+
+    A small latest-wins mailbox: a new chunk replaces a pending (not yet started) one, which goes
+    to ``on_dropped``; a pending stop chunk (horizon 0) is kept ahead of a newer non-stop chunk, so
+    at most two chunks wait. ``process`` exceptions go to ``on_error`` (the thread keeps running).
+    """
+
+    def __init__(self, process: Callable[[Chunk], None], on_dropped: Callable[[Chunk], None],
+                 on_error: Callable[[Chunk, BaseException], None], name: str = "chunk_worker"):
+        self._process = process
+        self._on_dropped = on_dropped
+        self._on_error = on_error
+        self._pending: list[Chunk] = []
+        self._busy = False
+        self._stopping = False
+        self._cond = threading.Condition()
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, chunk: Chunk) -> bool:
+        """Queue ``chunk`` (never blocks). False if the worker is stopped."""
+        with self._cond:
+            if self._stopping:
+                return False
+            keep, dropped = [], []
+            for old in self._pending:  # (dataclasses of arrays: no == here)
+                (keep if old.is_stop and not chunk.is_stop else dropped).append(old)
+            self._pending = keep + [chunk]
+            self._cond.notify()
+        for old in dropped:
+            self._on_dropped(old)
+        return True
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._busy and not self._pending
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                chunk = self._pending.pop(0)
+                self._busy = True
+            try:
+                self._process(chunk)
+            except Exception as exc:  # reported, never kills the thread
+                try:
+                    self._on_error(chunk, exc)
+                except Exception:
+                    pass
+            finally:
+                with self._cond:
+                    self._busy = False
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Drop pending chunks, let a running one finish (up to ``timeout`` s). True if joined."""
+        with self._cond:
+            self._stopping = True
+            self._pending = []
+            self._cond.notify_all()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
 class ExecutorNode(Node):
-    def __init__(self):
-        super().__init__("executor_node")
+    def __init__(self, **node_kwargs):
+        super().__init__("executor_node", **node_kwargs)
         self.p = declare(self, DEFAULTS)
         p = self.p
         if p["output"] not in OUTPUTS:
@@ -95,14 +233,16 @@ class ExecutorNode(Node):
             from vla_adapter_ros.control.eef_output import EefDeltaCore
 
             self.core = EefDeltaCore(
-                self.core.dt, self.limits.joint_names, float(p["max_step_translation_m"]),
-                float(p["max_step_rotation_rad"]), self.limits.chunk_max_age, self.limits.joint_state_timeout,
-                float(p["refill_threshold_s"]), float(p["gripper_open_threshold"]),
-                float(p["gripper_close_threshold"]), bool(p["dry_run"]))
+                self.limits, dt=self.core.dt, max_translation_m=float(p["max_step_translation_m"]),
+                max_rotation_rad=float(p["max_step_rotation_rad"]),
+                refill_threshold_s=float(p["refill_threshold_s"]),
+                gripper_open_threshold=float(p["gripper_open_threshold"]),
+                gripper_close_threshold=float(p["gripper_close_threshold"]), dry_run=bool(p["dry_run"]))
         self.tick_ms = float("nan")
         self._last_request = -math.inf
-        self._joint_cache: dict[str, float] = {}
-        self._joint_stamp = -math.inf
+        self._joint_cache = JointStateCache(self.limits.joint_names)
+        self._last_tick_error: Optional[str] = None
+        self.chunk_worker = ChunkWorker(self._process_chunk, self._on_chunk_dropped, self._on_chunk_error)
 
         control = MutuallyExclusiveCallbackGroup()  # one group: callbacks never race the tick
         self.create_subscription(JointState, p["joint_state_topic"], self._on_joint_state,
@@ -131,6 +271,8 @@ class ExecutorNode(Node):
         self.create_service(Trigger, "~/reset", self._trigger_service(lambda: self.core.reset(self._now())),
                             callback_group=control)
         self.create_service(Trigger, "~/estop", self._trigger_service(lambda: self.core.estop("estop service")),
+                            callback_group=control)
+        self.create_service(Trigger, "~/resync", self._trigger_service(lambda: self.core.resync()),
                             callback_group=control)
         self.create_timer(self.core.dt, self._tick, callback_group=control)
         self.create_timer(1.0 / float(p["status_rate_hz"]), self._publish_status, callback_group=control)
@@ -162,6 +304,9 @@ class ExecutorNode(Node):
     def _send_gripper(self, event) -> None:
         if self.core.dry_run:
             return
+        if self.core.state == ExecutorState.ESTOP:  # the core sends none then; belt and braces
+            self.get_logger().warning(f"gripper -> {event.state} not sent: estop", throttle_duration_sec=2.0)
+            return
         if self.gripper_pub is not None:
             self.gripper_pub.publish(Float64(data=1.0 if event.closed else 0.0))
         elif self.gripper_clients is not None:
@@ -180,25 +325,28 @@ class ExecutorNode(Node):
         return now_seconds(self)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        # Joint states may arrive split (arm and gripper separately): merge by name.
-        if len(msg.position) != len(msg.name):
-            self.core.on_joint_state([float("nan")], stamp_seconds(msg.header.stamp))
+        # Ages by our own clock, not the header stamp (see the module docstring); split messages
+        # (arm and gripper separately) are merged by name.
+        q, oldest = self._joint_cache.update(msg.name, msg.position, self._now())
+        if len(msg.name) != len(msg.position):
+            self.get_logger().warning(
+                f"joint state ignored: {len(msg.name)} names but {len(msg.position)} positions "
+                f"({self._joint_cache.malformed} so far)", throttle_duration_sec=2.0)
             return
-        self._joint_cache.update(zip(msg.name, msg.position))
-        if not any(n in self.limits.joint_names for n in msg.name):
-            return
-        q = reorder_joint_state(list(self._joint_cache), list(self._joint_cache.values()), self.limits.joint_names)
-        stamp = stamp_seconds(msg.header.stamp)
         if q is None:
             return
-        self.core.on_joint_state(q, stamp)
-        if self._auto_enable_pending:
-            self._auto_enable_pending = False
+        accepted = self.core.on_joint_state(q, oldest)
+        if accepted and self._auto_enable_pending:
             ok, message = self.core.enable(self._now())
-            self.get_logger().info(f"auto-enable: {message}")
+            if not ok and "try again" in message:  # not yet sure the arm rests: retry on the next state
+                self.get_logger().info(f"auto-enable: {message}", throttle_duration_sec=2.0)
+                return
+            self._auto_enable_pending = False
+            log = self.get_logger().info if ok else self.get_logger().error
+            log(f"auto-enable: {message}")
 
     def _on_chunk(self, msg: ActionChunk) -> None:
-        now = self._now()
+        """Parse only (cheap); the conversion runs on the chunk worker thread."""
         try:
             chunk = Chunk.from_flat(stamp_seconds(msg.header.stamp), msg.dt,
                                     msg.action_space, list(msg.names), msg.horizon, msg.action_dim,
@@ -207,21 +355,47 @@ class ExecutorNode(Node):
             self.core.reject_unparsable_chunk(str(exc), msg.sequence)
             self.get_logger().warning(f"chunk {msg.sequence} rejected: {exc}")
             return
-        result = self.core.on_chunk(chunk, now)
+        if not self.chunk_worker.submit(chunk):
+            self.core.reject_unparsable_chunk("executor is shutting down", msg.sequence)
+
+    def _process_chunk(self, chunk: Chunk) -> None:  # chunk worker thread
+        result = self.core.on_chunk(chunk, self._now())
         if not result.accepted:
-            self.get_logger().warning(f"chunk {msg.sequence} rejected: {result.reason}",
+            self.get_logger().warning(f"chunk {chunk.sequence} rejected: {result.reason}",
                                       throttle_duration_sec=2.0)
+
+    def _on_chunk_dropped(self, chunk: Chunk) -> None:
+        self.core.reject_unparsable_chunk(SUPERSEDED, chunk.sequence)
+        self.get_logger().warning(f"chunk {chunk.sequence} rejected: {SUPERSEDED}", throttle_duration_sec=2.0)
+
+    def _on_chunk_error(self, chunk: Chunk, exc: BaseException) -> None:  # chunk worker thread
+        self.core.reject_unparsable_chunk(f"internal error: {exc!r}", chunk.sequence)
+        self.get_logger().error(f"chunk {chunk.sequence}: internal error\n"
+                                + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+    def shutdown(self) -> None:
+        """Stop the chunk worker (a running conversion may finish; pending chunks are dropped)."""
+        if not self.chunk_worker.stop(timeout=2.0):
+            self.get_logger().warning("chunk worker still busy at shutdown (daemon thread left behind)")
 
     # ------------------------------------------------------------------ services
     def _on_enable(self, request, response):
-        response.success, response.message = (self.core.enable(self._now()) if request.data
-                                              else self.core.disable())
+        try:
+            response.success, response.message = (self.core.enable(self._now()) if request.data
+                                                  else self.core.disable())
+        except Exception as exc:  # as in _trigger_service
+            response.success, response.message = False, f"internal error: {exc!r}"
+            self.get_logger().error(traceback.format_exc())
         self.get_logger().info(f"{'enable' if request.data else 'disable'}: {response.message}")
         return response
 
     def _trigger_service(self, method):
         def handler(_request, response):
-            response.success, response.message = method()
+            try:
+                response.success, response.message = method()
+            except Exception as exc:  # an exception here would end the executor's spin: answer instead
+                response.success, response.message = False, f"internal error: {exc!r}"
+                self.get_logger().error(traceback.format_exc())
             self.get_logger().info(f"service: {response.message}")
             return response
 
@@ -231,7 +405,12 @@ class ExecutorNode(Node):
     def _tick(self) -> None:
         start = time.perf_counter()
         now = self._now()
-        command = self.core.tick(now)
+        try:
+            command = self.core.tick(now)
+        except Exception as exc:  # never let a tick raise: latch the estop, send nothing this tick
+            self._on_tick_error(exc)
+            self.tick_ms = (time.perf_counter() - start) * 1e3
+            return
         if command is not None:
             self._publish_command(command)
             if command.gripper_event is not None:
@@ -242,6 +421,17 @@ class ExecutorNode(Node):
             header.stamp = self.get_clock().now().to_msg()
             self.request_pub.publish(header)
         self.tick_ms = (time.perf_counter() - start) * 1e3
+
+    def _on_tick_error(self, exc: Exception) -> None:
+        text = repr(exc)
+        if text != self._last_tick_error:  # once per distinct error, with its traceback
+            self._last_tick_error = text
+            self.get_logger().error("internal error in tick (estop latched):\n"
+                                    + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        try:
+            self.core.estop(f"internal error in tick: {text}")
+        except Exception:  # the core is broken beyond that: nothing more to do here
+            self.get_logger().error("estop after a tick error failed too", throttle_duration_sec=5.0)
 
     def _trajectory(self, command) -> JointTrajectory:
         traj = JointTrajectory()  # header stamp 0: the controller starts it now
@@ -303,8 +493,12 @@ class ExecutorNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     # Single-threaded: every callback is in one mutually exclusive group (they never race the tick),
-    # and rclpy's MultiThreadedExecutor busy-spins while a callback of a busy group waits.
-    return run_node(ExecutorNode, "executor_node", argv, num_threads=1)
+    # and rclpy's MultiThreadedExecutor busy-spins while a callback of a busy group waits. Chunk
+    # conversion runs on the chunk worker thread instead. With the default 5 ms GIL switch interval
+    # a numpy-heavy worker (IK for an EEF_DELTA chunk) could delay a tick by 5 ms at a time (half a
+    # 100 Hz period); 0.5 ms lets the control thread take the GIL back quickly.
+    sys.setswitchinterval(0.0005)
+    return run_node(ExecutorNode, "executor_node", argv, teardown=ExecutorNode.shutdown, num_threads=1)
 
 
 if __name__ == "__main__":
