@@ -251,3 +251,37 @@ def test_a_chunk_converted_across_a_pause_is_dropped():
     core.scheduler.prepare_chunk = prepare_then_pause
     r = core.on_chunk(Chunk(0.0, 0.05, JOINT_POSITION, [], np.tile(READY, (4, 1))), 0.0)
     assert not r.accepted and core.scheduler.empty
+
+
+def test_an_estop_during_a_disable_does_not_undo_the_disable():
+    core = ExecutorCore(FR3)
+    arm = Arm(core, READY)
+    core.enable(0.0)
+    rows = READY + np.outer(np.arange(1, 41) * 0.01, np.ones(7))
+    core.on_chunk(Chunk(0.0, 0.05, JOINT_POSITION, list(FR3.joint_names), rows), 0.0)
+    arm.tick(100)
+    assert core.disable()[0] and core.state == ExecutorState.STOPPING
+    core.estop("operator")
+    ok, message = core.reset(arm.now)
+    assert ok and core.state == ExecutorState.STOPPING and "disabling" in message
+    assert not core.start(arm.now)[0]  # running again needs enable
+    arm.tick(300)
+    assert core.state == ExecutorState.DISABLED
+    assert_continuous(arm.sent)
+
+
+def test_dry_run_re_enable_continues_the_simulated_reference():
+    core = ExecutorCore(FR3, dry_run=True, require_start_pose=False)
+    arm = Arm(core, READY)
+    arm.frozen = True  # the real arm never moves in dry run
+    assert core.enable(0.0)[0]
+    rows = READY + np.outer(np.arange(1, 11) * 0.01, np.ones(7))
+    core.on_chunk(Chunk(0.0, 0.05, JOINT_POSITION, list(FR3.joint_names), rows), 0.0)
+    arm.tick(300)
+    assert core.disable()[0]
+    arm.tick(300)
+    assert core.state == ExecutorState.DISABLED
+    assert np.max(np.abs(core.filter.q - arm.q)) > 0.05  # the simulated reference moved away
+    assert core.enable(arm.now)[0]
+    arm.tick(5)
+    assert_continuous(arm.sent)  # the dry-run stream shows no step back to the real arm

@@ -107,6 +107,7 @@ class EefDeltaCore:
         self._lock = threading.RLock()
         self.state = ExecutorState.DISABLED
         self._active = False  # commands are being sent (enabled and not yet back to DISABLED)
+        self._disabling = False  # an estop came while STOPPING: its reset continues the disable
         self.queue: list[tuple[np.ndarray, Optional[float]]] = []
         self.last_stamp = -math.inf
         self.measured_q: Optional[np.ndarray] = None
@@ -235,7 +236,7 @@ class EefDeltaCore:
                     f"{list(self.limits.workspace_min)}..{list(self.limits.workspace_max)}; move the arm "
                     "inside (or check the robot file and joint names); nothing was sent"), ok=False)
             if self.state == ExecutorState.DISABLED:
-                self.filter.reset()
+                self.filter.reset(p)
             self._active = True
             self.last_stamp = -math.inf
             return self._set(ExecutorState.RUNNING, "enabled and running")
@@ -288,6 +289,8 @@ class EefDeltaCore:
     def estop(self, reason: str = "estop requested") -> tuple[bool, str]:
         with self._lock:
             self.estop_reason = reason
+            if self.state != ExecutorState.ESTOP:
+                self._disabling = self.state == ExecutorState.STOPPING
             if not self._active:
                 return self._set(ExecutorState.ESTOP, f"estop latched (nothing is being sent): {reason}")
             return self._set(ExecutorState.ESTOP, f"estop latched: {reason}")
@@ -302,6 +305,8 @@ class EefDeltaCore:
             if not self._fresh(now):
                 return self._set(self.state, "no fresh joint state: cannot reset estop", ok=False)
             self.estop_reason = None
+            if self._disabling:  # the estop interrupted a disable: finish it (enable is needed again)
+                return self._set(ExecutorState.STOPPING, "estop reset: disabling")
             return self._set(ExecutorState.IDLE, "estop reset: idle")
 
     # ---- control tick ------------------------------------------------------------------------

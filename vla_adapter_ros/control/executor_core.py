@@ -14,6 +14,7 @@ States and transitions (every call returns ``(ok, message)``; refused calls chan
     RUNNING/PAUSED/HOMING --stop--> IDLE
     any enabled state --disable--> STOPPING --(reference at rest)--> DISABLED
     any state --estop--> ESTOP (latched: everything but reset is refused) --reset--> IDLE
+                  (--reset--> STOPPING if the estop came while disabling: a disable is never undone)
 
 Outputs per ``tick(now)``:
   DISABLED -> None (send nothing); every other state -> a :class:`Command` (holding states send
@@ -28,7 +29,8 @@ the previous one within the limits):
   (tracking error), so after a tracking-error estop the way out is reset (hold), disable,
   fix the arm, resync (if its controller was restarted) and enable.
 * enable from DISABLED starts where the controller is: at the last command sent, which the
-  controller still holds (refused if the arm is not within ``resync_tolerance`` of it), or, when
+  controller still holds (refused if the arm is not within ``resync_tolerance`` of it; in dry
+  run the simulated arm is always there), or, when
   nothing was sent yet or after :meth:`resync`, at the measured position, which must be inside
   the soft limits, with the tool inside the workspace box, and at rest (the joint states of the
   last ``REST_WINDOW_S`` agree within ``rest_tolerance``, so a single spiked sample is not
@@ -249,6 +251,7 @@ class ExecutorCore:
         # The controller holds the last command sent (True from the first command on, until resync):
         # a later enable must continue from it.
         self._controller_holds_reference = False
+        self._disabling = False  # an estop came while STOPPING: its reset continues the disable
         self._nets_seen = 0  # position_net interventions already answered with an estop
         self._queue_epoch = 0  # incremented whenever the queue is cleared (chunks in conversion are void)
         self.estop_reason: Optional[str] = None
@@ -432,7 +435,7 @@ class ExecutorCore:
             return self._refuse("no fresh joint state: cannot enable")
         if self.state == ExecutorState.DISABLED:
             if self._controller_holds_reference and self.filter.initialized:
-                err = np.abs(self.measured_q - self.filter.q)
+                err = np.zeros(len(self.joint_names)) if self.dry_run else np.abs(self.measured_q - self.filter.q)
                 k = int(np.argmax(err))
                 if err[k] > self.resync_tolerance:
                     return self._refuse(
@@ -542,6 +545,8 @@ class ExecutorCore:
         """Latch ESTOP from any state: queue dropped, smooth stop, only reset() leaves it."""
         self._clear_queue()
         self.estop_reason = reason
+        if self.state != ExecutorState.ESTOP:
+            self._disabling = self.state == ExecutorState.STOPPING
         if not self._active:
             self.state = ExecutorState.ESTOP
             return self._ok(f"estop latched (nothing is being sent): {reason}")
@@ -566,6 +571,9 @@ class ExecutorCore:
         self.estop_reason = None
         self._clear_queue()
         self.scheduler.reset_ordering()
+        if self._disabling:  # the estop interrupted a disable: finish it (enable is needed again)
+            self.state = ExecutorState.STOPPING
+            return self._ok("estop reset: disabling")
         self.state = ExecutorState.IDLE
         return self._ok("estop reset: idle")
 
@@ -584,7 +592,7 @@ class ExecutorCore:
                 command = self._command(now, self.filter.hold(now), None)
             except Exception:  # noqa: BLE001
                 return None
-        if command is not None and not self.dry_run:
+        if command is not None:  # (in dry run: the simulated controller that the dry-run stream shows)
             self._controller_holds_reference = True
         return command
 

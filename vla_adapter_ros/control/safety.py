@@ -354,7 +354,14 @@ def limited_step(q, v, a, v_des, v_lo, v_hi, a_max, j_max, dt, tv, exact):
     # Velocity loop: an acceleration that can be ramped back to zero (jerk J) as dv reaches 0.
     dv = v_des - v
     adv = np.abs(dv)
-    a_des = np.sign(dv) * np.minimum(np.sqrt(2.0 * j_max * adv), adv / tv)
+    if exact:
+        a_des = np.sign(dv) * np.minimum(np.sqrt(2.0 * j_max * adv), adv / tv)
+    else:
+        # Discrete ramp-down in whole periods (as for the ceilings below), so the velocity never
+        # overshoots v_des (a hold never reverses); a step that can reach v_des now and return to
+        # zero acceleration on the next tick (|a| <= J dt) is taken at once (deadbeat).
+        ramp = np.sqrt(jdt * jdt + 2.0 * j_max * adv) - jdt
+        a_des = np.sign(dv) * np.minimum(np.where(adv / dt <= jdt, adv / dt, ramp), adv / tv)
     if np.any(np.abs(a_des) > a_max):
         events["acceleration_limit"] = "desired acceleration clipped"
         a_des = np.clip(a_des, -a_max, a_max)
@@ -437,8 +444,10 @@ class CartesianFilter:
     A row inside the bounds passes unchanged (deadbeat velocity loop); motion that a bound delayed
     is caught up later, so no commanded motion is lost; a hold drops what is owed and brakes.
 
-    Workspace: the tool point (FK of the measured joints) must stay inside the box: toward a wall
-    at distance d the translation speed is capped so that braking fits in d (as for the joints).
+    Workspace: both the measured tool point (FK of the measured joints) and the commanded path
+    (the emitted deltas integrated from the tool point at :meth:`reset`) stay inside the box:
+    toward a wall at distance d the translation speed is capped so that braking fits in d (as for
+    the joints), d being the smaller of the two distances.
     """
 
     def __init__(self, limits: RobotLimits, dt: float, braking_fraction: float = 0.5):
@@ -456,8 +465,10 @@ class CartesianFilter:
         self._ws_max = np.array(limits.workspace_max)
         self.reset()
 
-    def reset(self) -> None:
-        """At rest, nothing owed."""
+    def reset(self, tool_position: Optional[np.ndarray] = None) -> None:
+        """At rest, nothing owed; ``tool_position``: the tool point (m) the commanded path starts at
+        (None: only the measured tool point is kept inside the box)."""
+        self.anchor = None if tool_position is None else np.array(tool_position, dtype=float)
         self.s = np.zeros(6)
         self.v = np.zeros(6)
         self.a = np.zeros(6)
@@ -488,6 +499,9 @@ class CartesianFilter:
         else:
             lo = self.s[:3] - (np.asarray(tool_position) - self._ws_min)
             hi = self.s[:3] + (self._ws_max - np.asarray(tool_position))
+        if self.anchor is not None:  # the commanded path, integrated from the anchor
+            lo = np.maximum(lo, self._ws_min - self.anchor)
+            hi = np.minimum(hi, self._ws_max - self.anchor)
         lo = np.concatenate([lo, np.full(3, -np.inf)])
         hi = np.concatenate([hi, np.full(3, np.inf)])
         v_lo, v_hi = braking_velocity_bounds(self.s, lo, hi, self.a_brake, self._c, self.v_max)
