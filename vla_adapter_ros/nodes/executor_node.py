@@ -227,7 +227,9 @@ class ExecutorNode(Node):
             require_start_pose=bool(p["require_start_pose"]), dry_run=bool(p["dry_run"]),
             gripper_open_threshold=float(p["gripper_open_threshold"]),
             gripper_close_threshold=float(p["gripper_close_threshold"]),
-            trajectory_points=int(p["trajectory_points"]), finish_distance=float(p["finish_distance"]),
+            # the stop points serve a JointTrajectoryController only (other outputs send one position)
+            trajectory_points=int(p["trajectory_points"]) if p["output"] == "jtc" else 1,
+            finish_distance=float(p["finish_distance"]),
         )
         if p["output"] == "eef_delta":  # task-space stream: same interface, no IK
             from vla_adapter_ros.control.eef_output import EefDeltaCore
@@ -282,6 +284,11 @@ class ExecutorNode(Node):
             f"ready: robot {self.limits.name}, {1.0 / self.core.dt:.0f} Hz, {mode}, "
             f"{'auto-enable' if p['auto_enable'] else 'disabled until ~/enable'}"
         )
+        if p["output"] == "forward" and 1.0 / self.core.dt < 999.0:
+            self.get_logger().warning(
+                f"output forward at {1.0 / self.core.dt:.0f} Hz: a forward position controller applies each "
+                "command as a step at its own update rate, so the motion it sees is continuous only when "
+                "control_rate_hz equals that rate (1000 for franka_ros2); see README, Safety")
 
     # ------------------------------------------------------------------ gripper
     def _setup_gripper(self) -> None:
