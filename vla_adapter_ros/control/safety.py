@@ -280,6 +280,16 @@ class SafetyFilter:
             points.append((t, q, v, a))
         return points
 
+    def _stop_inside_box(self, q, v, a) -> bool:
+        """Whether the tool point where a stop from (q, v, a) ends (see stop_points) is in the box."""
+        if not (np.any(v != 0.0) or np.any(a != 0.0)):
+            q_end = q
+        else:
+            T = stop_duration(v, a, self.a_max, self.j_max, self.dt)
+            q_end = q + v * (T / 2.0) + a * (T * T / 12.0)
+        p = self.kinematics.fk_position(np.clip(q_end, self.hard_lo, self.hard_hi))
+        return bool(np.all(p >= self._ws_min) and np.all(p <= self._ws_max))
+
     def _advance(self, t: Optional[np.ndarray], now: float, reason: Optional[str]) -> FilterOutput:
         q = self.q
         v_lo, v_hi = self.position_velocity_bounds(q)
@@ -305,6 +315,12 @@ class SafetyFilter:
             v_des = clipped
         q_new, v_new, a_new, events = limited_step(
             q, self.v, self.a, v_des, v_lo, v_hi, self.a_max, self.j_max, self.dt, self.tv, exact=True)
+        if t is not None and self.check_workspace and not self._stop_inside_box(q_new, v_new, a_new):
+            # The target's tool point is inside the box, but the joint-space path toward it is not
+            # a straight tool path: if braking from the next reference would end outside the box,
+            # brake now instead.
+            self._record(now, "workspace", "a stop from the next reference would end outside the box: holding")
+            return self._advance(None, now, "workspace")
         if t is not None:
             for kind in ("acceleration_limit", "jerk_limit"):
                 if kind in events:
