@@ -29,7 +29,8 @@ def _same_kind(a, b) -> bool:
 NODES = ("policy_node", "executor_node", "sim_node", "recorder_node", "libero_node")
 ROS_PARAMETERS = {"use_sim_time": False}  # declared by every rclpy node
 NODE_CONFIGS = [(path, node) for node in NODES
-                for path in sorted(CONFIG.glob(node.removesuffix("_node") + "*.yaml")) if not path.stem.endswith("_stack")]
+                for path in sorted(CONFIG.glob(node.removesuffix("_node") + "*.yaml"))
+                if not path.stem.endswith("_stack")]
 
 
 def _defaults(node: str) -> dict:

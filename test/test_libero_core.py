@@ -168,7 +168,6 @@ def test_observation_against_a_real_libero_env():
     assert result["done"] and result["counted"] == 2
 
 
-
 def test_libero_launch_matches_libero_eval(monkeypatch):
     """launch/libero.launch.py (evaluated against stand-ins of the launch API) starts the node set of
     libero-eval with the same parameter files; every key it sets is declared by its node."""
@@ -180,6 +179,7 @@ def test_libero_launch_matches_libero_eval(monkeypatch):
 
     pytest.importorskip("rclpy")
     ament = pytest.importorskip("ament_index_python.packages")
+
     def recorded(kind):
         def init(self, *args, **kwargs):
             self.args, self.kwargs = args, kwargs
@@ -232,7 +232,8 @@ def test_libero_eval_arguments(tmp_path):
     suites = ["libero_spatial", "libero_goal"]
     assert checkpoints_by_suite([], suites) == {"libero_spatial": "", "libero_goal": ""}
     assert checkpoints_by_suite([str(a)], suites) == {"libero_spatial": str(a), "libero_goal": str(a)}
-    assert checkpoints_by_suite([f"libero_goal={b}", str(a)], suites) == {"libero_spatial": str(a), "libero_goal": str(b)}
+    assert checkpoints_by_suite([f"libero_goal={b}", str(a)], suites) == {"libero_spatial": str(a),
+                                                                           "libero_goal": str(b)}
     for bad in ([str(tmp_path / "missing")], [str(a), str(b)], [f"libero_nope={a}"]):
         with pytest.raises(ValueError):
             checkpoints_by_suite(bad, suites)

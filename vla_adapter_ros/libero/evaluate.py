@@ -111,7 +111,8 @@ def node_specs(libero_python: str) -> list[NodeSpec]:
     return [
         ExternalPythonNodeSpec("libero_node", "vla_adapter_ros.nodes.libero_node", [config / "libero.yaml"],
                                python=libero_python),
-        NodeSpec("policy_node", "vla_adapter_ros.nodes.policy_node", [config / "policy.yaml", config / "policy_libero.yaml"]),
+        NodeSpec("policy_node", "vla_adapter_ros.nodes.policy_node",
+                 [config / "policy.yaml", config / "policy_libero.yaml"]),
         NodeSpec("executor_node", "vla_adapter_ros.nodes.executor_node",
                  [config / "executor.yaml", config / "executor_libero.yaml"]),
     ]
@@ -152,8 +153,8 @@ def _run_suite(suite: str, checkpoint: str, args: argparse.Namespace, out_dir: P
     params.write_text(_overrides(suite, tasks[0], checkpoint, args))
     session = StackSession(node_specs(args.libero_python), out_dir / f"nodes_{suite}.log", "vla_libero_eval",
                            extra_params=[params])
-    print(f"{suite}: starting libero_node + policy_node + executor_node "
-          f"({'checkpoint ' + checkpoint if checkpoint else 'RANDOM WEIGHTS: plumbing only'}; logs: {session.log_path})",
+    policy = "checkpoint " + checkpoint if checkpoint else "RANDOM WEIGHTS: plumbing only"
+    print(f"{suite}: starting libero_node + policy_node + executor_node ({policy}; logs: {session.log_path})",
           flush=True)
     status: dict = {}
     results: list[dict] = []

@@ -58,8 +58,8 @@ def diagnose(checkpoint: Union[str, Path], dataset: Union[str, Path], num_frames
     a_dim = int(feats.get("action", {}).get("shape", [cfg.platform.action_dim])[0])
     p_dim = int(feats.get("observation.state", {}).get("shape", [cfg.platform.proprio_dim])[0])
     if (a_dim, p_dim, len(ds.cameras)) != (cfg.platform.action_dim, cfg.platform.proprio_dim, cfg.platform.num_images):
-        raise DiagnoseError(f"{dataset}: action/proprio/camera counts ({a_dim}, {p_dim}, {len(ds.cameras)}) do not match "
-                            f"the checkpoint ({cfg.platform.action_dim}, {cfg.platform.proprio_dim}, "
+        raise DiagnoseError(f"{dataset}: action/proprio/camera counts ({a_dim}, {p_dim}, {len(ds.cameras)}) "
+                            f"do not match the checkpoint ({cfg.platform.action_dim}, {cfg.platform.proprio_dim}, "
                             f"{cfg.platform.num_images})")
     builder = BatchBuilder(cfg, norm, QwenTokenizer.load(checkpoint))
     rng = np.random.default_rng(seed)
@@ -68,7 +68,7 @@ def diagnose(checkpoint: Union[str, Path], dataset: Union[str, Path], num_frames
         raise DiagnoseError(f"{dataset}: need at least 2 frames")
     sums = {"own": [], **{k: [] for k in INPUTS}}
     moved = {k: [] for k in INPUTS}
-    changed = {k: 0 for k in INPUTS}
+    changed = dict.fromkeys(INPUTS, 0)
     weights = []
     from tqdm import tqdm
 

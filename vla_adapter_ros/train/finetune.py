@@ -188,7 +188,8 @@ class BatchBuilder:
             "action_mask": np.asarray(item["action_mask"], dtype=bool),
         }
 
-    def batch(self, items: Sequence[Dict[str, Any]], rng: Optional[np.random.Generator] = None) -> Dict[str, torch.Tensor]:
+    def batch(self, items: Sequence[Dict[str, Any]],
+              rng: Optional[np.random.Generator] = None) -> Dict[str, torch.Tensor]:
         from ..model.processor import collate
 
         b = collate([self.sample(it, rng) for it in items], self.pad_id)
@@ -204,7 +205,8 @@ class MicroBatches(torch.utils.data.Dataset):
                  rank: int = 0, world: int = 1, shuffle: bool = True, augment: bool = False):
         self.augment = augment
         self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
-        self.bs, self.builder, self.seed, self.rank, self.world, self.shuffle = batch_size, builder, seed, rank, world, shuffle
+        self.bs, self.builder, self.seed = batch_size, builder, seed
+        self.rank, self.world, self.shuffle = rank, world, shuffle
         if len(self.indices) == 0:
             raise TrainError("empty training split")
         self._perm_cache: Dict[int, np.ndarray] = {}
@@ -379,8 +381,8 @@ class Trainer:
         self.builder = BatchBuilder(self.model_cfg, self.normalizer, self.tokenizer)
         tr, va = split_episodes(self.dataset.frames.episode_index, cfg.val_fraction, cfg.seed)
         self.train_idx, self.val_idx = tr, va
-        self.train_batches = MicroBatches(self.dataset, tr, cfg.batch_size, self.builder, cfg.seed, self.rank, self.world,
-                                          augment=cfg.image_aug)
+        self.train_batches = MicroBatches(self.dataset, tr, cfg.batch_size, self.builder, cfg.seed, self.rank,
+                                          self.world, augment=cfg.image_aug)
         self.val_batches = (MicroBatches(self.dataset, va, cfg.batch_size, self.builder, cfg.seed, shuffle=False)
                             if len(va) else None)
 
@@ -509,7 +511,8 @@ class Trainer:
             "step": self.step, "dataset": str(self.cfg.dataset), "base": self.cfg.base,
             "action_space": info.get("action_space"), "proprio_layout": info.get("proprio_layout"),
             "dt": info.get("dt"), "gripper_index": info.get("gripper_index"),
-            "gripper_open_value": info.get("gripper_open_value"), "gripper_closed_value": info.get("gripper_closed_value"),
+            "gripper_open_value": info.get("gripper_open_value"),
+            "gripper_closed_value": info.get("gripper_closed_value"),
             "cameras": self.dataset.cameras, "lora_rank": self.cfg.lora_rank if self.cfg.use_lora else None,
         }, indent=2))
 
