@@ -253,8 +253,13 @@ def test_bench_command_on_tiny(tmp_path, capsys):
     rc = main(["bench", "--preset", "tiny", "--device", "cpu", "--iters", "2", "--warmup", "0",
                "--batch-sizes", "1", "2", "--check-inputs", "1", "--json", str(out)])
     assert rc == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "optimized" in printed and "p50 ms" in printed
+    # progress on stderr, a line per phase
+    for phase in ("bench: tiny loaded", "bench: reference", "bench: eager: building the engine",
+                  "bench: optimized: batch 2: 0 warm-up + 2 timed calls"):
+        assert phase in captured.err, (phase, captured.err)
     data = json.loads(out.read_text())
     assert data["info"]["preset"] == "tiny" and data["info"]["device"] == "cpu"
     assert data["info"]["instruction"] == INSTRUCTION and data["info"]["image_size"] == 224

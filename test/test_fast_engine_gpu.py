@@ -95,3 +95,34 @@ def test_bench_command_on_cuda(tmp_path):
     opt = [r for r in rows if r["mode"] == "optimized"][0]
     assert opt["captures"] == 1 and opt["slow_calls"] == 0 and opt["peak_memory_mb"] > 0
     assert opt["max_rel_err_vs_fp32"] < 1e-2 and opt["dtype"] == "torch.bfloat16"
+
+
+def test_graph_with_the_official_split_one_image_and_jpeg():
+    """A model run the release's way with one camera (policy features cut at 512 tokens: the ActionQuery
+    features join the task tokens) and the JPEG round trip (CPU, also for CUDA tensors) under the graph."""
+    import copy
+
+    from vla_adapter_ros.inference.engine import InferenceEngine, identity_statistics
+    from vla_adapter_ros.inference.fast_engine import FastInferenceEngine
+    from vla_adapter_ros.model import VLAAdapterPolicy
+    from vla_adapter_ros.model.config import tiny_config
+
+    cfg = tiny_config().replace_platform(num_images=1)
+    cfg.policy.num_task_tokens = 512
+    cfg.processor.jpeg_quality = 95
+    ref = VLAAdapterPolicy.random_init(cfg, identity_statistics(7, 8), seed=4)  # fp32 on the CPU
+    with torch.no_grad():
+        for blk in ref.model.action_head.model.mlp_resnet_blocks:
+            blk.gating_factor.fill_(0.5)  # the task tokens (raw + ActionQuery here) reach the actions
+    gpu = VLAAdapterPolicy(copy.deepcopy(ref.model), ref.normalizer, ref.tokenizer, device="cuda",
+                           dtype=torch.bfloat16)
+    fast = FastInferenceEngine(gpu, "tiny-one-camera", image_sizes=[(256, 256)])
+    eager = InferenceEngine(ref, "tiny-one-camera")
+    rng = np.random.default_rng(11)
+    for _ in range(2):
+        obs = ([rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)], INSTRUCTION, rng.uniform(-0.8, 0.8, 8))
+        a = eager.predict(*obs)
+        assert rel_err(fast.predict(*obs), a) < 1e-2
+        on_device = [torch.from_numpy(obs[0][0]).cuda()]
+        assert rel_err(fast.predict(on_device, *obs[1:]), a) < 1e-2
+    assert fast.captures == 1 and fast.slow_calls == 0

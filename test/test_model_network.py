@@ -314,7 +314,7 @@ def test_backbone_hyperparameters_reach_transformers(tiny_models):
     torch.testing.assert_close(lm.rotary_emb.inv_freq.float(), expected)  # rope_theta 1e6
     assert lm.config.num_key_value_heads == 2 and lm.config.rms_norm_eps == 1e-6
     assert m.vision_backbone.featurizer.config.num_register_tokens == 4
-    assert m.vision_backbone.fused_featurizer.config.hidden_act == "gelu_pytorch_tanh"
+    assert m.vision_backbone.fused_featurizer.config.hidden_act == "gelu"  # exact, like timm's (the release's)
     # timm reg4 DINOv2 puts no position embedding on CLS
     assert torch.count_nonzero(m.vision_backbone.featurizer.embeddings.position_embeddings[:, 0]) == 0
 

@@ -58,6 +58,10 @@ LAZY_COMMANDS = {
     "export": ("vla_adapter_ros.export", "a compact deployable copy of a trained checkpoint (fp16, no optimizer state)"),
     "libero-eval": ("vla_adapter_ros.libero.evaluate", "evaluate a checkpoint on LIBERO through the ROS nodes (success table)"),
     "bench": ("vla_adapter_ros.inference.bench", "benchmark the eager and optimised inference engines (latency, memory)"),
+    "gpu-check": ("vla_adapter_ros.inference.gpu_check", "prove the GPU path in one command (GPU tests, bench, LoRA "
+                  "step, vision towers vs timm): JSON + Markdown report"),
+    "safety-fuzz": ("vla_adapter_ros.control.safety_fuzz",
+                    "seeded adversarial fuzzing of the executor cores against independent hardware limits"),
 }
 
 

@@ -6,7 +6,9 @@ What it changes compared with the portable engine (same model, same numbers up t
     sizes (``batch_sizes``; a batch of B runs in the smallest one >= B, padded by repeating its last
     observation, whose result is dropped);
   * preprocessing (Lanczos resize, 0.9 centre crop, normalisation) in torch on the model's device
-    (:mod:`gpu_preprocess`); inputs are uint8 HxWx3 numpy arrays or torch tensors;
+    (:mod:`gpu_preprocess`); inputs are uint8 HxWx3 numpy arrays or torch tensors. The optional JPEG
+    round trip (``processor.jpeg_quality``, on for the official/LIBERO configuration) has no device
+    version: it runs on the CPU with PIL before the upload (tensors on the device are copied back for it);
   * the Bridge-Attention blocks call ``F.scaled_dot_product_attention`` (the vision towers and Qwen2
     already use transformers' "sdpa" attention);
   * on CUDA: pre-allocated input/output buffers per batch size, a few warm-up calls on a side stream,
@@ -39,7 +41,7 @@ import torch.nn.functional as F
 
 from vla_adapter_ros.model.api import check_instruction_and_proprio
 from vla_adapter_ros.model.policy import BridgeAttentionBlock
-from vla_adapter_ros.model.processor import tokenize_prompt
+from vla_adapter_ros.model.processor import jpeg_roundtrip, tokenize_prompt
 
 from .engine import InferenceEngine, resolve_device
 from .gpu_preprocess import DevicePreprocessor
@@ -277,6 +279,10 @@ class FastInferenceEngine(InferenceEngine):
             pr = check_instruction_and_proprio(instruction, proprio, self.proprio_dim)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
+        quality = self.config.processor.jpeg_quality
+        if quality is not None:  # the processor's JPEG round trip (CPU only), before any resize
+            images = [jpeg_roundtrip(im.cpu().numpy() if isinstance(im, torch.Tensor) else im, quality)
+                      for im in images]
         return list(images), instruction, pr
 
     def _mismatch(self, observations) -> Optional[str]:

@@ -8,6 +8,10 @@ For one fixed input size (H, W) everything is precomputed once:
      float32 arithmetic as the CPU path (so it is bit-identical there), then the TF uint8 conversion;
   3. /255 and the two per-tower normalisations -> 6 channels [DINOv2 RGB, SigLIP RGB].
 
+The processor's optional JPEG round trip (``jpeg_quality``) is not done here: it has no device version,
+``FastInferenceEngine`` applies it on the CPU before the upload. The crop side is the processor's
+float32 ``sqrt(crop_scale)`` (``center_crop_coords``).
+
 The only difference from the CPU processor is the resize matmul in float32 (the CPU path uses float64):
 a pixel whose resized value lies within ~1e-5 of a rounding tie may end up 1/255 apart. Do not enable
 TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``) if you need this to hold on the GPU.

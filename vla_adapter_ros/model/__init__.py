@@ -32,6 +32,7 @@ _EXPORTS = {
     "normalize_image": "processor",
     "resize_lanczos": "processor",
     "center_crop_resize": "processor",
+    "jpeg_roundtrip": "processor",
     "collate": "processor",
     # normalization
     "Normalizer": "normalization",

@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from .config import ConfigError, VLAAdapterConfig, official_config
+from .config import OFFICIAL_NUM_TASK_TOKENS, ConfigError, VLAAdapterConfig, official_config
 from .normalization import Normalizer
 
 MODEL_FILE = "model.safetensors"
@@ -477,7 +477,10 @@ def config_from_official(
     Vision tower shapes come from ``base_config`` (default: official DINOv2-L/SigLIP-so400m shapes; the
     official config only names timm ids). LLM shapes come from ``text_config``. Policy variant, action_dim,
     proprio_dim and block count come from the policy weights. chunk_len / num_images / normalization are not
-    stored in official checkpoints: they come from ``base_config.platform`` (default LIBERO: 8 / 2 / q99).
+    stored in official checkpoints: they come from ``base_config.platform`` (default LIBERO: 8 / 2 / q99), and
+    so do the processor settings (default: the release's LIBERO evaluation, JPEG round trip included).
+    ``policy.num_task_tokens`` is always the release's 512: its head splits the features there whatever the
+    number of images (training and evaluation alike), so that is what the weights expect.
     """
     import copy
 
@@ -519,6 +522,7 @@ def config_from_official(
     if "fc1.weight" not in proprio_sd:
         raise CheckpointError("proprio_projector checkpoint: missing 'fc1.weight'")
     cfg.platform.proprio_dim = int(proprio_sd["fc1.weight"].shape[1])
+    cfg.policy.num_task_tokens = OFFICIAL_NUM_TASK_TOKENS
     cfg.name = "official"
     try:
         return cfg.validate()
@@ -532,8 +536,16 @@ def load_official_checkpoint(
     base_config: Optional[VLAAdapterConfig] = None,
     expected_platform: Optional[Dict[str, Any]] = None,
     dtype: torch.dtype = torch.float32,
+    official_task_split: bool = True,
 ):
-    """Load a released/finetune.py checkpoint directory; returns ``(model, normalizer)``."""
+    """Load a released/finetune.py checkpoint directory; returns ``(model, normalizer)``.
+
+    The release's head splits the policy features after 512 tokens whatever the number of images; with
+    two images that is exactly C^R | C^AQ. With another number of images (``base_config.platform.num_images``)
+    ``official_task_split`` True follows the release exactly (``policy.num_task_tokens`` = 512: for one image
+    the ActionQuery features join the gated task tokens and the adapter holds the proprio token alone; for
+    three, the last 256 raw tokens join the adapter tokens); False refuses such a checkpoint (CheckpointError).
+    """
     from .vla import VLAAdapter
 
     path = Path(path)
@@ -549,6 +561,12 @@ def load_official_checkpoint(
     head_sd, prop_sd = _load_pt(head_path), _load_pt(prop_path)
     cfg = config_from_official(hf_config, head_sd, prop_sd, base_config, str(cfg_path))
     _check_platform(cfg, expected_platform, str(path))
+    if not official_task_split and cfg.num_patches != OFFICIAL_NUM_TASK_TOKENS:
+        raise CheckpointError(
+            f"{path}: with {cfg.platform.num_images} image(s) the model has {cfg.num_patches} raw tokens, but the "
+            f"official head splits its features after {OFFICIAL_NUM_TASK_TOKENS} tokens whatever the number of "
+            "images (this checkpoint was trained that way); refusing (official_task_split=False). Load it with "
+            "official_task_split=True to follow the release's split exactly")
     if not (path / STATS_FILE).is_file() and isinstance(hf_config.get("norm_stats"), dict):
         # like the official loader: fall back to the norm_stats blob in config.json
         try:
@@ -602,6 +620,12 @@ def save_official_layout(
     if not cfg.platform.use_proprio:
         raise CheckpointError("the official layout needs a proprio projector; this model has no proprio input "
                               "(platform.use_proprio false): save it in the native layout")
+    if cfg.task_split != OFFICIAL_NUM_TASK_TOKENS:
+        raise CheckpointError(
+            f"the official layout implies the release's feature split after {OFFICIAL_NUM_TASK_TOKENS} tokens; this "
+            f"model splits after {cfg.task_split} ({cfg.platform.num_images} image(s), policy.num_task_tokens "
+            f"{cfg.policy.num_task_tokens}): the official code would run it differently. Save it in the native "
+            "layout (or train it with policy.num_task_tokens: 512)")
     sd = {k: v.detach().cpu().contiguous() for k, v in _base_state_dict(model).items()}
     vlm = {k: v.clone() for k, v in ours_to_official_vlm(sd).items()}
     save_file(vlm, str(path / MODEL_FILE))

@@ -16,6 +16,15 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 NORMALIZATION_TYPES = ("bounds_q99", "bounds")
 POLICY_VARIANTS = ("original", "pro")
+# "gelu" = exact (erf) GELU, what timm's SigLIP and the release use; "gelu_pytorch_tanh" = the tanh
+# approximation (transformers' SigLIP default; what configs saved before the option existed were run with)
+SIGLIP_ACTIVATIONS = ("gelu", "gelu_pytorch_tanh")
+LEGACY_SIGLIP_ACT = "gelu_pytorch_tanh"
+# the official head splits its features at this many "task" tokens whatever the number of images
+# (``L1RegressionActionHead(num_task_tokens=512)``, never passed by the release)
+OFFICIAL_NUM_TASK_TOKENS = 512
+# ``tf.image.encode_jpeg``'s default quality: the release's evaluation JPEG round trip
+OFFICIAL_JPEG_QUALITY = 95
 
 
 class ConfigError(ValueError):
@@ -45,6 +54,9 @@ class SiglipConfig:
     intermediate_size: int = 4304
     patch_size: int = 14
     layer_norm_eps: float = 1e-6
+    # MLP activation; the release builds the tower with timm (``act_layer=None``): exact GELU. A saved config
+    # without this key predates the option and ran the tanh approximation (see VLAAdapterConfig.from_dict).
+    hidden_act: str = "gelu"
 
 
 @dataclass
@@ -75,6 +87,12 @@ class PolicyConfig:
     rope_base: float = 10000.0
     # number of Bridge-Attention blocks; None = number of LLM layers (block i reads layer i+1)
     num_blocks: Optional[int] = None
+    # Where the per-layer features [C^R (num_patches tokens) ; C^AQ (num_action_queries tokens)] are split
+    # into the gated "task" tokens and the adapter tokens. None: at num_patches (256 x num_images: raw
+    # tokens -> task, ActionQuery tokens -> adapter). An integer N: the official head's fixed split, the
+    # first N tokens of the concatenation are task tokens and the rest adapter tokens; official checkpoints
+    # were trained and evaluated with N = 512 for any number of images (identical to None for two images).
+    num_task_tokens: Optional[int] = None
 
 
 @dataclass
@@ -108,6 +126,9 @@ class ProcessorConfig:
     siglip_std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     # fixed prompt length (right-padded) for static shapes; None = exact length
     max_prompt_tokens: Optional[int] = None
+    # JPEG encode + decode every camera frame (at this quality, 4:2:0) before resizing, as the release's
+    # evaluation does (it mimics the JPEG-stored training data); None = off. On in official_config().
+    jpeg_quality: Optional[int] = None
 
 
 @dataclass
@@ -141,6 +162,12 @@ class VLAAdapterConfig:
     def num_policy_blocks(self) -> int:
         return self.policy.num_blocks if self.policy.num_blocks is not None else self.llm.num_layers
 
+    @property
+    def task_split(self) -> int:
+        """Index at which the policy features [C^R ; C^AQ] are split into task and adapter tokens."""
+        n = self.policy.num_task_tokens
+        return self.num_patches if n is None else n
+
     # ----- validation -----
     def validate(self) -> "VLAAdapterConfig":
         errs: List[str] = []
@@ -173,6 +200,20 @@ class VLAAdapterConfig:
             )
         if self.policy.variant not in POLICY_VARIANTS:
             errs.append(f"policy.variant must be one of {POLICY_VARIANTS}, got {self.policy.variant!r}")
+        if self.siglip.hidden_act not in SIGLIP_ACTIVATIONS:
+            errs.append(f"siglip.hidden_act must be one of {SIGLIP_ACTIVATIONS}, got {self.siglip.hidden_act!r}")
+        ntt = self.policy.num_task_tokens
+        if ntt is not None:
+            if not isinstance(ntt, int) or isinstance(ntt, bool) or ntt <= 0:
+                errs.append(f"policy.num_task_tokens must be None or a positive integer, got {ntt!r}")
+            elif not self.platform.use_proprio and ntt >= self.num_patches + self.num_action_queries:
+                errs.append(
+                    f"policy.num_task_tokens ({ntt}) >= num_patches + num_action_queries "
+                    f"({self.num_patches} + {self.num_action_queries}) leaves the policy no adapter tokens, and "
+                    "the model has no proprio token either (platform.use_proprio false)")
+        jq = self.processor.jpeg_quality
+        if jq is not None and (not isinstance(jq, int) or isinstance(jq, bool) or not 1 <= jq <= 100):
+            errs.append(f"processor.jpeg_quality must be None or an integer in 1..100, got {jq!r}")
         if self.dino.hidden_size % self.dino.num_heads:
             errs.append("dino.hidden_size must be divisible by dino.num_heads")
         if self.siglip.hidden_size % self.siglip.num_heads:
@@ -250,6 +291,9 @@ class VLAAdapterConfig:
                 bad = set(v) - names
                 if bad:
                     raise ConfigError(f"unknown keys in config section {k!r}: {sorted(bad)}")
+                if k == "siglip" and "hidden_act" not in v:
+                    # saved before the option existed: those models ran (and were trained with) tanh GELU
+                    v["hidden_act"] = LEGACY_SIGLIP_ACT
                 if k == "processor":
                     for t in ("dino_mean", "dino_std", "siglip_mean", "siglip_std"):
                         if t in v:
@@ -301,9 +345,11 @@ class VLAAdapterConfig:
 
 
 def official_config(variant: str = "pro") -> VLAAdapterConfig:
-    """Official VLA-Adapter shapes (prism-qwen25-extra-dinosiglip-224px-0_5b, LIBERO constants)."""
+    """Official VLA-Adapter shapes (prism-qwen25-extra-dinosiglip-224px-0_5b), LIBERO constants and the
+    release's LIBERO evaluation preprocessing (JPEG round trip at quality 95, then resize and 0.9 crop)."""
     cfg = VLAAdapterConfig(name="vla-adapter-0.5b")
     cfg.policy.variant = variant
+    cfg.processor.jpeg_quality = OFFICIAL_JPEG_QUALITY
     return cfg.validate()
 
 

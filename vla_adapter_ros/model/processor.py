@@ -1,13 +1,16 @@
 """Inputs for VLA-Adapter: image preprocessing, the Qwen chat prompt, and the Qwen2.5 tokenizer.
 
-Image pipeline (matching the official LIBERO eval + Prismatic processor, in numpy, no TF/PIL):
+Image pipeline (matching the official LIBERO eval + Prismatic processor, in numpy; PIL for JPEG only):
+  0. optional JPEG round trip (``jpeg_quality``; on in ``official_config``): the official eval JPEG-encodes
+     and decodes every frame before resizing (``tf.image.encode_jpeg`` defaults: quality 95, 4:2:0 chroma,
+     baseline, integer DCT), mimicking the JPEG-stored training data. Done with PIL (libjpeg-turbo) and
+     the same settings;
   1. if the image is not image_size x image_size: Lanczos-3 resize with antialiasing (TF
      ``scale_and_translate`` semantics), rounded and clipped to uint8;
-  2. optional center crop of ``crop_scale`` of the area (side sqrt(crop_scale)), resized back with
-     bilinear sampling (TF ``crop_and_resize`` semantics), back to uint8 like TF ``convert_image_dtype``;
+  2. optional center crop of ``crop_scale`` of the area (side sqrt(crop_scale) computed in float32 like
+     ``tf.sqrt``), resized back with bilinear sampling (TF ``crop_and_resize`` semantics), back to uint8
+     like TF ``convert_image_dtype``;
   3. to [0, 1] and normalised twice: DINOv2 stats (3 channels) then SigLIP stats (3 channels).
-The official eval also JPEG-encodes/decodes the frame before resizing (mimicking RLDS storage); that
-step is not reproduced here.
 """
 
 from __future__ import annotations
@@ -240,10 +243,17 @@ def resize_lanczos(img: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
+def crop_side(crop_scale: float) -> np.float32:
+    """Side of the central crop as a fraction of the image: the official ``tf.clip_by_value(tf.sqrt(
+    crop_scale), 0, 1)``, i.e. sqrt of the float32 scale in float32 (0.94868326 for 0.9; the float64
+    square root rounded to float32 is one ulp larger and moves some uint8 values of the crop by 1)."""
+    return np.float32(min(max(np.sqrt(np.float32(crop_scale)), np.float32(0.0)), np.float32(1.0)))
+
+
 def center_crop_coords(n_in: int, n_out: int, crop_scale: float):
     """Source indices (lower, upper, clipped to the image) and float32 blend weights of TF
     ``crop_and_resize`` (bilinear) for the central crop of area ``crop_scale`` along one axis."""
-    side = np.float32(min(max(math.sqrt(crop_scale), 0.0), 1.0))
+    side = crop_side(crop_scale)
     lo = (np.float32(1.0) - side) / np.float32(2.0)
     hi = lo + side
     if n_out > 1:
@@ -285,9 +295,27 @@ def check_image(img, index: int = 0) -> None:
         raise ValueError(f"image {index}: expected shape (H, W, 3), got {img.shape}")
 
 
+def jpeg_roundtrip(img: np.ndarray, quality: int = 95) -> np.ndarray:
+    """uint8 (H, W, 3) -> the same image JPEG-encoded and decoded again, with the settings of
+    ``tf.image.encode_jpeg`` (baseline, 4:2:0 chroma subsampling, integer DCT) and ``tf.io.decode_image``
+    (integer DCT, fancy upsampling), which PIL's libjpeg-turbo uses by default."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img), "RGB").save(buf, format="JPEG", quality=int(quality), subsampling=2,
+                                                          optimize=False, progressive=False)
+    buf.seek(0)
+    with Image.open(buf) as dec:
+        return np.asarray(dec.convert("RGB"), dtype=np.uint8)
+
+
 def prepare_image(img: np.ndarray, cfg: ProcessorConfig) -> np.ndarray:
-    """Resize (if needed) and optionally center-crop; returns uint8 (S, S, 3)."""
+    """Optionally JPEG round trip, resize (if needed) and optionally center-crop; returns uint8 (S, S, 3)."""
     s = cfg.image_size
+    if cfg.jpeg_quality is not None:
+        img = jpeg_roundtrip(img, cfg.jpeg_quality)
     if img.shape[:2] != (s, s):
         img = resize_lanczos(img, s)
     if cfg.center_crop:

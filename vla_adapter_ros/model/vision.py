@@ -5,7 +5,9 @@ The towers are transformers' own ``Dinov2WithRegistersModel`` and ``SiglipVision
 final norm and without prefix (CLS/register) tokens, like timm's
 ``get_intermediate_layers(n={num_blocks - 2})`` in the official code. Only the blocks that are
 needed are run; the last block (and SigLIP's norm/pooling head) are kept so that the parameter
-set matches the official model.
+set matches the official model. SigLIP's MLP uses exact GELU (``siglip.hidden_act``), as timm's
+``vit_so400m_patch14_siglip_224`` built by the release does (transformers' own SigLIP default is the
+tanh approximation: patch features up to ~4e-3 apart at full size).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _build_siglip(cfg: VLAAdapterConfig) -> nn.Module:
         num_channels=3,
         image_size=cfg.processor.image_size,
         patch_size=s.patch_size,
-        hidden_act="gelu_pytorch_tanh",
+        hidden_act=s.hidden_act,  # "gelu" (exact) like timm's SigLIP in the release
         layer_norm_eps=s.layer_norm_eps,
         attention_dropout=0.0,
         vision_use_head=True,

@@ -146,13 +146,25 @@ class VLAAdapter(nn.Module):
         """pixel_values (B, 6*num_images, H, W), input_ids/attention_mask (B, T) right-padded prompt,
         proprio (B, proprio_dim) normalized (ignored without a proprio projector) -> normalized actions
         (B, chunk_len, action_dim)."""
-        raw, aq = self.backbone_features(pixel_values, input_ids, attention_mask)
+        raw, aq = self.policy_features(*self.backbone_features(pixel_values, input_ids, attention_mask))
         hdtype = self.action_head.model.fc1.weight.dtype
         ptok = None
         if self.proprio_projector is not None:
             pdtype = self.proprio_projector.fc1.weight.dtype
             ptok = self.proprio_projector(proprio.reshape(proprio.shape[0], -1).to(pdtype)).unsqueeze(1).to(hdtype)
         return self.action_head(raw.to(hdtype), aq.to(hdtype), ptok)
+
+    def policy_features(self, raw: torch.Tensor, aq: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The policy's task and adapter tokens from C^R and C^AQ (B, n_blocks, *, D).
+
+        With ``policy.num_task_tokens`` None they are C^R and C^AQ. With an integer N they follow the
+        official head: the concatenation [C^R ; C^AQ] is cut after N tokens (task = the first N, adapter =
+        the rest, possibly empty). For two images and N = 512 both are the same split."""
+        n = self.config.policy.num_task_tokens
+        if n is None or n == raw.shape[2]:
+            return raw, aq
+        feats = torch.cat([raw, aq], dim=2)
+        return feats[:, :, :n], feats[:, :, n:]
 
 
 def count_parameters(module: nn.Module) -> int:
