@@ -435,7 +435,12 @@ def stop_duration(v, a, a_max, j_max, dt):
         return float(dt)
     a_rel = a * np.where(v != 0.0, np.sign(v), 1.0)  # acceleration along the motion
     v = np.abs(v)
-    T = max(float(dt), float(np.max(1.5 * v / a_max)), float(np.max(np.sqrt(6.0 * v / j_max))))
+    aa = np.abs(a)
+    # Closed-form start: the start jerk |4a + 6v/T| / T <= J (which also bounds the end jerk), and
+    # |a| + 1.5 v / T <= a_max (sufficient for the acceleration while |a| < 0.75 a_max).
+    t_jerk = (4.0 * aa + np.sqrt(16.0 * aa * aa + 24.0 * j_max * v)) / (2.0 * j_max)
+    t_acc = 1.5 * v / np.maximum(a_max - aa, 0.25 * a_max)
+    T = max(float(dt), float(np.max(t_jerk)), float(np.max(t_acc)))
     for _ in range(200):
         # Acceleration over tau in [0, 1]: a (1 - tau)(1 - 3 tau) - 6 (v/T) tau (1 - tau);
         # jerk is linear: -(4a + 6v/T)/T at the start, (2a + 6v/T)/T at the end.
