@@ -126,7 +126,8 @@ def test_unknown_platform_lists_the_known_ones():
 
 def test_misspelled_key_is_named(config):
     _edit(config / "platforms" / "gazebo.yaml", "executor_node", jtc_topik="/x")
-    with pytest.raises(PlatformError, match=r"gazebo.yaml \[executor_node\]: not parameters of the node: \['jtc_topik'\]"):
+    with pytest.raises(PlatformError,
+                       match=r"gazebo.yaml \[executor_node\]: not parameters of the node: \['jtc_topik'\]"):
         resolve_platform("gazebo", config_dir=config)
 
 
