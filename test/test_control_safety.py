@@ -397,3 +397,39 @@ def test_output_stream_respects_the_fr3_envelope_near_limits():
         for o in outputs:
             env_lo, env_hi = fr3_envelope(o.position)
             assert np.all(o.velocity <= env_hi + 1e-9) and np.all(o.velocity >= env_lo - 1e-9)
+
+
+def test_a_stop_while_braking_does_not_turn_back():
+    """Regression (CI, the sim stack's estop under load): braking at ~3 rad/s^2 from 0.47 rad/s,
+    the stop the JTC message ends with lasted 1.16 s and turned back 0.06 rad, so a controller that
+    got no newer message moved the arm backwards. The shortest stop within the bounds brakes on."""
+    from vla_adapter_ros.control.safety import quartic_stop, stop_duration
+
+    f = make()
+    v = np.zeros(7)
+    a = np.zeros(7)
+    v[3], a[3] = -0.47, 2.9
+    T = stop_duration(v, a, f.a_max, f.j_max, f.dt)
+    assert f.dt <= T <= 3 * 0.47 / 2.9  # the longest stop that does not turn back
+    ts = np.linspace(0.0, T, 200)
+    vel = np.array([quartic_stop(np.zeros(7), v, a, T, t)[1][3] for t in ts])
+    assert np.all(vel <= 1e-12)  # never turns back
+    # From every state of the filter's own braking, the stop stays within the bounds and turns back
+    # little: one duration serves all joints, so a joint that has almost stopped may turn back a
+    # few mrad while the others brake (the old, long stops turned back up to 155 mrad here).
+    rng = np.random.default_rng(0)
+    q0 = np.array(FR3.start_pose)
+    worst = 0.0
+    for _ in range(6):
+        f = make()
+        run(f, [q0 + rng.uniform(-0.8, 0.8, 7)] * int(rng.integers(20, 200)))
+        while not f.is_stopped:
+            T = stop_duration(f.v, f.a, f.a_max, f.j_max, f.dt)
+            samples = [quartic_stop(f.q, f.v, f.a, T, t) for t in np.linspace(0.0, T, 60)]
+            path = np.array([s[0] for s in samples])
+            assert np.all(np.abs([s[2] for s in samples]) <= f.a_max * (1 + 1e-9))
+            turn_back = np.sum(np.abs(np.diff(path, axis=0)), axis=0) - np.abs(path[-1] - path[0])
+            worst = max(worst, float(np.max(turn_back)))
+            f.set_measured(f.q, 0.0)
+            f.step(None, 0.0)
+    assert worst < 0.01

@@ -285,3 +285,45 @@ def test_dry_run_re_enable_continues_the_simulated_reference():
     assert core.enable(arm.now)[0]
     arm.tick(5)
     assert_continuous(arm.sent)  # the dry-run stream shows no step back to the real arm
+
+
+def _controller_at(command, elapsed):
+    """Where a trajectory controller is `elapsed` s after reaching the command's first point,
+    with no newer message: on the quartic stop the message ends with (or held there, 1 point)."""
+    from vla_adapter_ros.control.safety import quartic_stop
+
+    first = command.points[0]
+    if len(command.points) == 1:
+        return first.positions, np.zeros(7)
+    end = command.points[-1]
+    duration = end.time_from_start - first.time_from_start
+    q, v, _ = quartic_stop(first.positions, first.velocities, first.accelerations, duration, elapsed)
+    return q, v
+
+
+@pytest.mark.parametrize("points", [1, 2, 3])
+@pytest.mark.parametrize("late_ticks", [1, 3, 25, 400])
+def test_a_late_tick_continues_from_where_the_controller_is(points, late_ticks):
+    """The process stalls (GC, a loaded machine, a lost /clock message): meanwhile the controller
+    finished the last message (its first point, then its stop). The next command must continue
+    from there, not from where the executor's reference was before the stall (a step back)."""
+    core = ExecutorCore(FR3, trajectory_points=points)
+    arm = Arm(core, READY)
+    assert core.enable(0.0)[0] and core.state == ExecutorState.RUNNING
+    rows = READY + np.outer(np.arange(1, 41) * 0.01, [1, -1, 1, -1, 1, 1, 1])
+    assert core.on_chunk(Chunk(0.0, 0.05, JOINT_POSITION, list(FR3.joint_names), rows), 0.0).accepted
+    arm.tick(150)  # moving at speed now
+    before = arm.sent[-1]
+    assert np.max(np.abs(before.velocities)) > 0.2
+    late = late_ticks * DT
+    arm.now = round(arm.now + late, 9)  # the stall: no tick for `late` seconds
+    core.on_joint_state(arm.q, arm.now)
+    arm.tick()
+    after = arm.sent[-1]
+    q_ctrl, v_ctrl = _controller_at(before, late)
+    # one period from the controller's state, within the velocity and acceleration bounds
+    assert np.all(np.abs(after.positions - q_ctrl) <= FR3.v_max * DT * (1 + 1e-6))
+    assert np.all(np.abs(after.velocities - v_ctrl) <= FR3.a_max * DT * (1 + 1e-6) + 1e-9)
+    assert core.filter.clip_counts["late_tick"] == 1
+    arm.tick(100)
+    assert_continuous(arm.sent[-101:])

@@ -251,6 +251,7 @@ class ExecutorCore:
         # The controller holds the last command sent (True from the first command on, until resync):
         # a later enable must continue from it.
         self._controller_holds_reference = False
+        self._last_command_time: Optional[float] = None  # `now` of the last Command returned
         self._disabling = False  # an estop came while STOPPING: its reset continues the disable
         self._nets_seen = 0  # position_net interventions already answered with an estop
         self._queue_epoch = 0  # incremented whenever the queue is cleared (chunks in conversion are void)
@@ -594,12 +595,20 @@ class ExecutorCore:
                 return None
         if command is not None:  # (in dry run: the simulated controller that the dry-run stream shows)
             self._controller_holds_reference = True
+        self._last_command_time = None if command is None else float(now)
         return command
 
     def _tick(self, now: float) -> Optional[Command]:
         state = self.state
         if state == ExecutorState.DISABLED or not self._active:
             return None
+        if self._last_command_time is not None:
+            # A late tick (the process stalled, a /clock message was lost): the controller went on
+            # with the last message, reached its first point and followed its stop. Continue from
+            # there, so the next command is continuous with what the arm was actually sent.
+            late = now - self._last_command_time - self.dt
+            if late > 0.5 * self.dt:
+                self.filter.follow_stop(late, self.trajectory_points >= 2, now)
         if self.dry_run:
             self.filter.set_measured(self.filter.q, now)
         gripper_value = None

@@ -64,6 +64,7 @@ INTERVENTIONS = (
     "jerk_limit",
     "ceiling_conflict",
     "position_net",
+    "late_tick",
 )
 HOLD_REASONS = ("invalid_command", "joint_state_timeout", "jump_from_measured", "workspace")
 
@@ -143,6 +144,7 @@ class SafetyFilter:
         self.measured_stamp: Optional[float] = None
         self.clip_counts = {k: 0 for k in INTERVENTIONS}
         self._last_event: Optional[tuple[float, str, str]] = None
+        self._stop_cache: Optional[tuple[tuple[bytes, bytes], float]] = None
 
     # ---- state -----------------------------------------------------------------------------
     @property
@@ -272,7 +274,7 @@ class SafetyFilter:
         """
         if self.q is None:
             raise RuntimeError("SafetyFilter.stop_points before reset(q)")
-        duration = stop_duration(self.v, self.a, self.a_max, self.j_max, self.dt)
+        duration = self._stop_duration(self.v, self.a)
         points = []
         for k in range(1, int(count) + 1):
             t = duration * k / int(count)
@@ -280,12 +282,35 @@ class SafetyFilter:
             points.append((t, q, v, a))
         return points
 
+    def follow_stop(self, elapsed: float, stop_path: bool, now: float) -> None:
+        """Move the reference to where the controller is ``elapsed`` s after it reached the
+        current reference with nothing new received: on the :meth:`stop_points` path
+        (``stop_path``: the last message carried it) or held there at rest (a single-point
+        trajectory or a forward position command)."""
+        if self.q is None or not elapsed > 0.0:
+            return
+        if stop_path:
+            duration = self._stop_duration(self.v, self.a)
+            self.q, self.v, self.a = quartic_stop(self.q, self.v, self.a, duration, elapsed)
+        else:
+            self.v, self.a = np.zeros(self.n), np.zeros(self.n)
+        self._record(now, "late_tick", f"tick {elapsed * 1e3:.1f} ms late: continuing from where the controller "
+                     "is on the last trajectory sent")
+
+    def _stop_duration(self, v, a) -> float:
+        """stop_duration for (v, a), remembered for the last state (the workspace check and the
+        trajectory message of one tick ask for the same one)."""
+        key = (v.tobytes(), a.tobytes())
+        if self._stop_cache is None or self._stop_cache[0] != key:
+            self._stop_cache = (key, stop_duration(v, a, self.a_max, self.j_max, self.dt))
+        return self._stop_cache[1]
+
     def _stop_inside_box(self, q, v, a) -> bool:
         """Whether the tool point where a stop from (q, v, a) ends (see stop_points) is in the box."""
         if not (np.any(v != 0.0) or np.any(a != 0.0)):
             q_end = q
         else:
-            T = stop_duration(v, a, self.a_max, self.j_max, self.dt)
+            T = self._stop_duration(v, a)
             q_end = q + v * (T / 2.0) + a * (T * T / 12.0)
         p = self.kinematics.fk_position(np.clip(q_end, self.hard_lo, self.hard_hi))
         return bool(np.all(p >= self._ws_min) and np.all(p <= self._ws_max))
@@ -424,34 +449,45 @@ def quartic_stop(q, v, a, duration, t):
     return pos, vel, acc
 
 
-_TAU = np.linspace(0.0, 1.0, 41)
+_LADDER = 1.03 ** np.arange(48)  # one block of candidate stop durations, 3 % apart
 
 
 def stop_duration(v, a, a_max, j_max, dt):
-    """Shortest T (on a 1.2x geometric ladder from a kinematic lower bound, at least dt) for which
-    :func:`quartic_stop` keeps every joint's acceleration within a_max and jerk within j_max."""
+    """Shortest T (to within 3 %, at least dt) for which :func:`quartic_stop` keeps every joint's
+    acceleration within a_max and jerk within j_max.
+
+    The shortest stop is also the one that reverses least: a joint braking with acceleration
+    alpha against its velocity v turns back before rest exactly when T > 3|v|/alpha (the quartic's
+    velocity is (1 - tau)^2 (v (1 + 2 tau) + a T tau)), so a stop that can avoid reversing does.
+    """
     v, a = np.asarray(v, float), np.asarray(a, float)
     if np.all(v == 0.0) and np.all(a == 0.0):
         return float(dt)
-    a_rel = a * np.where(v != 0.0, np.sign(v), 1.0)  # acceleration along the motion
-    v = np.abs(v)
-    aa = np.abs(a)
-    # Closed-form start: the start jerk |4a + 6v/T| / T <= J (which also bounds the end jerk), and
-    # |a| + 1.5 v / T <= a_max (sufficient for the acceleration while |a| < 0.75 a_max).
-    t_jerk = (4.0 * aa + np.sqrt(16.0 * aa * aa + 24.0 * j_max * v)) / (2.0 * j_max)
-    t_acc = 1.5 * v / np.maximum(a_max - aa, 0.25 * a_max)
-    T = max(float(dt), float(np.max(t_jerk)), float(np.max(t_acc)))
-    for _ in range(200):
-        # Acceleration over tau in [0, 1]: a (1 - tau)(1 - 3 tau) - 6 (v/T) tau (1 - tau);
-        # jerk is linear: -(4a + 6v/T)/T at the start, (2a + 6v/T)/T at the end.
-        tau = _TAU[:, None]
-        acc = a_rel * (1 - tau) * (1 - 3 * tau) - 6.0 * (v / T) * tau * (1 - tau)
-        j0 = np.abs(4.0 * a_rel + 6.0 * v / T) / T
-        j1 = np.abs(2.0 * a_rel + 6.0 * v / T) / T
-        if (np.all(np.abs(acc) <= a_max * (1 + 1e-12)) and np.all(j0 <= j_max) and np.all(j1 <= j_max)):
-            return T
-        T *= 1.2
-    return T
+    # (a state already beyond a_max, never produced by the filter, is allowed its own |a|)
+    a_max = np.maximum(np.broadcast_to(a_max, v.shape), np.abs(a))
+    j_max = np.broadcast_to(j_max, v.shape)
+    along = a * np.where(v != 0.0, np.sign(v), 1.0)  # acceleration along the motion
+    speed = np.abs(v)
+    # Necessary: the mean deceleration is |v|/T, and the acceleration changes by |a| at jerk <= J.
+    T0 = max(float(dt), float(np.max(speed / a_max)), float(np.max(np.abs(a) / j_max)))
+    T = T0 * _LADDER
+    for _ in range(8):
+        Tc = T[:, None]
+        w = speed / Tc
+        # Acceleration over tau in [0, 1]: along - b tau + c tau^2 (exact extremum below); jerk is
+        # linear in tau: -b/T at the start, (2 along + 6 w)/T at the end.
+        b = 4.0 * along + 6.0 * w
+        c = 3.0 * along + 6.0 * w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tau = np.clip(np.where(c != 0.0, b / (2.0 * c), 0.0), 0.0, 1.0)
+        extremum = along - b * tau + c * tau * tau
+        ok = (np.all(np.abs(extremum) <= a_max * (1 + 1e-9), axis=1)
+              & np.all(np.abs(b) <= j_max * Tc * (1 + 1e-9), axis=1)
+              & np.all(np.abs(2.0 * along + 6.0 * w) <= j_max * Tc * (1 + 1e-9), axis=1))
+        if np.any(ok):
+            return float(T[int(np.argmax(ok))])
+        T = T[-1] * 1.03 * _LADDER
+    return float(T[-1])
 
 
 class CartesianFilter:
