@@ -229,9 +229,16 @@ def test_chunks_become_smooth_trajectories_and_estop_latches(processes, robot, t
             q, v = np.array(p.positions), np.array(p.velocities)
             assert np.all(np.isfinite(q)) and np.all(np.abs(v) <= _velocity_bound())
             assert np.all(q >= LIMITS.soft_q_min - 1e-9) and np.all(q <= LIMITS.soft_q_max + 1e-9)
-    # consecutive first points never step more than the per-step cap
-    firsts = np.array([m.points[0].positions for m in robot.commands])
-    assert np.max(np.abs(np.diff(firsts, axis=0))) <= LIMITS.max_step_rad + 1e-9
+    # consecutive first points never step more than the per-step cap, except along the stop the previous
+    # message ended with: after a late tick (a loaded machine) the executor continues from where the
+    # controller is on that stop (the stop turns back by at most ~10 mrad, test_control_safety.py)
+    for previous, message in zip(robot.commands, robot.commands[1:]):
+        before = np.array([p.positions for p in previous.points])
+        q = np.array(message.points[0].positions)
+        step = np.max(np.abs(q - before[0]))
+        along_stop = np.all(q >= before.min(axis=0) - LIMITS.max_step_rad - 0.01) and \
+            np.all(q <= before.max(axis=0) + LIMITS.max_step_rad + 0.01)
+        assert step <= LIMITS.max_step_rad + 1e-9 or (len(previous.points) > 1 and along_stop), (step, before, q)
     assert robot.gripper and robot.gripper[-1] == 1.0  # one goal on the change to closed
 
     # estop: latched, holds, refuses chunks and resume until reset
