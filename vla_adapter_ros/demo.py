@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="",
                         help="checkpoint directory (default: the shipped simulation checkpoint "
                              "vla_adapter_ros/assets/sim_checkpoint; 'random': the random-weight model)")
-    parser.add_argument("--max-duration", type=float, default=8.0, help="simulated seconds per episode")
+    parser.add_argument("--max-duration", type=float, default=0.0,
+                        help="simulated seconds per episode (0: the task's own limit, as collect and replay use)")
     parser.add_argument("--output", default="outputs/demo", help="folder for GIFs, plots, summary and logs")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="s to wait for the nodes")
     parser.add_argument("--no-media", action="store_true", help="skip GIFs and plots")
@@ -193,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vla_adapter_ros.action import ExecuteInstruction
     from vla_adapter_ros.msg import ExecutorStatus
+    from vla_adapter_ros.sim.tasks import get_task
     from vla_adapter_ros.srv import ResetEpisode
     from vla_adapter_ros.stack_session import StackSession
     from vla_adapter_ros.supervisor import load_stack
@@ -207,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         f"    real_time_factor: {float(args.real_time_factor)}\n"
         "policy_node:\n  ros__parameters:\n"
         f"    checkpoint: {json.dumps(checkpoint)}\n"
-        f"    default_max_duration: {float(args.max_duration)}\n"
+        f"    default_max_duration: {float(args.max_duration or 12.0)}\n"
     )
     session = StackSession(load_stack(_stack_file()), out_dir / "nodes.log", "vla_demo", extra_params=[overrides])
     print(f"starting sim + policy + executor (logs: {session.log_path}); policy: {checkpoint or 'random weights'}",
@@ -276,12 +278,13 @@ def run(args: argparse.Namespace) -> int:
                 state["recording"] = True
                 start = time.monotonic()
                 instruction = args.instruction or episode.instruction
+                limit = args.max_duration or get_task(task).max_duration_s
                 send = goal_client.send_goal_async(ExecuteInstruction.Goal(instruction=instruction,
-                                                                           max_duration=args.max_duration))
+                                                                           max_duration=limit))
                 if not session.spin_until(send.done, 30) or not send.result().accepted:
                     raise RuntimeError("the policy rejected the goal")
                 result_future = send.result().get_result_async()
-                if not session.spin_until(result_future.done, args.max_duration * 20 + 60):
+                if not session.spin_until(result_future.done, limit * 20 + 60):
                     raise RuntimeError("the episode did not end")
                 state["recording"] = False
                 outcome = result_future.result()

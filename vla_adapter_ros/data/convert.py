@@ -7,8 +7,10 @@ Pipeline per bag (one bag = one episode):
    (``clock="fixed"``, ``fps``);
 3. for each tick take the latest message of every source at or before the tick (sample and hold);
    a tick where a source is missing or older than its ``max_age`` is dropped and counted;
-4. derive per-frame actions (target = next frame's measured joints, or the command in effect until the
-   next frame) in the chosen action space (``joint_position``/``joint_delta``/``eef_delta``) plus an
+4. derive per-frame actions (target = next frame's measured state, the default ``labels="measured"``, or
+   with ``labels="command"`` the command in effect until the next frame) in the chosen action space
+   (``joint_position``/``joint_delta``/``eef_delta``; EEF deltas: next measured pose minus measured pose,
+   :func:`vla_adapter_ros.data.labels.eef_delta`, so an episode's deltas sum to its real motion) plus an
    optional gripper column, and proprio with :func:`vla_adapter_ros.inference.io_spec.build_proprio`;
    the last synced frame has no successor and is not a sample;
 5. trim idle head/tail frames (no arm motion, no gripper change);
@@ -46,6 +48,12 @@ import numpy as np
 from ..control.kinematics import FrankaKinematics, matrix_to_axis_angle
 from ..inference.io_spec import ACTION_SPACES, PROPRIO_LAYOUTS, build_proprio
 from .bag_io import make_typestore, read_episode_metadata
+from .labels import eef_delta
+
+# A bag recorded in the simulation may carry this file (written by `collect`): {"task", "seed",
+# "start_jitter", ...}; it is copied into the dataset's episode table (column sim_episode, JSON) so that
+# `vla-adapter-ros replay` can replay the episode in the same scene.
+SIM_EPISODE_FILE = "sim_episode.json"
 
 CODEBASE_VERSION = "v3.0"
 STATE_KEY = "observation.state"
@@ -74,7 +82,12 @@ class ConvertConfig:
     joint_state_topic: str = "/joint_states"
     gripper_state_topic: str = ""  # separate JointState for the fingers ("" = in joint_state_topic)
     eef_pose_topic: str = ""  # PoseStamped; "" = forward kinematics of the measured joints
-    command_topic: str = ""  # ActionChunk / JointTrajectory / Float64MultiArray; "" = use measured next joints
+    command_topic: str = ""  # ActionChunk / JointTrajectory / Float64MultiArray; used by labels="command"
+    # "measured": an action is the step to the next frame's measured state (EEF deltas: next measured pose minus
+    # measured pose, summing exactly to the real motion, as the executor integrates them); "command": the
+    # command in effect until the next frame (command_topic; it leads the measured state, so EEF deltas made
+    # from it overshoot the real motion)
+    labels: str = "measured"
     gripper_command_topic: str = ""  # Float64/Float32 (see gripper_command_kind) / Bool / Float64MultiArray
     gripper_command_kind: str = "closure"  # "closure" (0 open .. 1 closed) or "width" (m)
     instruction_topic: str = ""  # std_msgs/String; "" = from the bag metadata
@@ -120,6 +133,10 @@ class ConvertConfig:
             raise ConvertError(f"time_source must be 'header' or 'receive', got {self.time_source!r}")
         if self.gripper_command_kind not in ("closure", "width"):
             raise ConvertError("gripper_command_kind must be 'closure' or 'width'")
+        if self.labels not in ("measured", "command"):
+            raise ConvertError(f"labels must be 'measured' or 'command', got {self.labels!r}")
+        if self.labels == "command" and not self.command_topic:
+            raise ConvertError("labels='command' needs command_topic")
         unknown = set(self.max_age) - set(MAX_AGE_SOURCES)
         if unknown:
             raise ConvertError(f"max_age: unknown sources {sorted(unknown)}; known: {list(MAX_AGE_SOURCES)}")
@@ -273,7 +290,8 @@ def _read_bag(bag: Path, cfg: ConvertConfig, typestore: Any) -> Tuple[Dict[str, 
     for i, t in enumerate(cfg.camera_topics):
         roles[t] = f"cam{i}"
     for role, topic in (("joints", cfg.joint_state_topic), ("gripper_state", cfg.gripper_state_topic),
-                        ("pose", cfg.eef_pose_topic), ("command", cfg.command_topic),
+                        ("pose", cfg.eef_pose_topic),
+                        ("command", cfg.command_topic if cfg.labels == "command" else ""),
                         ("gripper_cmd", cfg.gripper_command_topic), ("instruction", cfg.instruction_topic)):
         if topic:
             if topic in roles:
@@ -437,6 +455,7 @@ class Episode:
     timestamp: np.ndarray  # (N,) s from the first kept frame
     report: Dict[str, Any]
     image_shapes: Dict[str, Tuple[int, int, int]] = field(default_factory=dict)
+    sim_episode: Dict[str, Any] = field(default_factory=dict)  # the bag's SIM_EPISODE_FILE, if any
 
     def image(self, cam: str, k: int) -> np.ndarray:
         return decode_png(self.images[cam][k])
@@ -569,10 +588,7 @@ def extract_episode(bag: Union[str, Path], cfg: ConvertConfig, typestore: Any = 
             tposes = poses[1:]
         else:
             tposes = np.stack([kin.fk(qq) for qq in tq])
-        arm = np.zeros((n - 1, 6))
-        for k in range(n - 1):
-            arm[k, :3] = tposes[k][:3, 3] - poses[k][:3, 3]
-            arm[k, 3:] = matrix_to_axis_angle(tposes[k][:3, :3] @ poses[k][:3, :3].T)
+        arm = np.array([eef_delta(poses[k], tposes[k]) for k in range(n - 1)]).reshape(n - 1, 6)
     # gripper closure 0 (open) .. 1 (closed) for each sample
     if "gripper_cmd" in src:
         gs = src["gripper_cmd"]
@@ -631,7 +647,14 @@ def extract_episode(bag: Union[str, Path], cfg: ConvertConfig, typestore: Any = 
     ts = (t[rows] - t[rows[0]]) * 1e-9
     rep["frames"] = int(rows.size)
     rep["instruction"] = instruction
+    rep["labels"] = cfg.labels
     ep = Episode(str(bag), instruction, images, proprio[rows], action[rows], ts, rep)
+    sim_file = bag / SIM_EPISODE_FILE
+    if bag.is_dir() and sim_file.is_file():
+        try:
+            ep.sim_episode = dict(json.loads(sim_file.read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            raise ConvertError(f"{bag}: unreadable {SIM_EPISODE_FILE}: {e}") from e
     ep.image_shapes = {cam: ep.image(cam, 0).shape for cam in cfg.cameras}
     if not (np.all(np.isfinite(ep.action)) and np.all(np.isfinite(ep.proprio))):
         raise ConvertError(f"{bag}: non-finite action or proprio values")
@@ -770,6 +793,7 @@ class DatasetWriter:
             "dataset_from_index": self.total, "dataset_to_index": self.total + n,
             "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
             "source_bag": ep.bag,
+            "sim_episode": json.dumps(ep.sim_episode) if ep.sim_episode else "",
         })
         self.total += n
         self._actions.append(ep.action)
@@ -1087,7 +1111,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--joint-states", dest="joint_state_topic")
     parser.add_argument("--gripper-states", dest="gripper_state_topic")
     parser.add_argument("--eef-pose", dest="eef_pose_topic")
-    parser.add_argument("--command", dest="command_topic", help="commanded joints: ActionChunk/JointTrajectory/Float64MultiArray")
+    parser.add_argument("--command", dest="command_topic",
+                        help="commanded joints (ActionChunk/JointTrajectory/Float64MultiArray), for --labels command")
+    parser.add_argument("--labels", choices=["measured", "command"],
+                        help="action = step to the next frame's measured state (default; EEF deltas sum to the real "
+                             "motion) or the command in effect until then (needs --command)")
     parser.add_argument("--gripper-command", dest="gripper_command_topic")
     parser.add_argument("--instruction-topic", dest="instruction_topic")
     parser.add_argument("--instruction", help="instruction for every bag (default: bag metadata)")
@@ -1115,7 +1143,7 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
         d.update(yaml.safe_load(Path(args.config).read_text()) or {})
     mapping = {"cameras": "camera_topics", "camera_names": "camera_names"}
     for k in ("cameras", "camera_names", "joint_state_topic", "gripper_state_topic", "eef_pose_topic", "command_topic",
-              "gripper_command_topic", "instruction_topic", "instruction", "action_space", "proprio_layout", "gripper",
+              "gripper_command_topic", "instruction_topic", "instruction", "action_space", "proprio_layout", "gripper", "labels",
               "clock", "fps", "time_source", "trim_idle", "keep_static", "image_size", "dataset_name"):
         v = getattr(args, k, None)
         if v is not None:
@@ -1141,6 +1169,9 @@ def run(args: argparse.Namespace) -> int:
     *bags, out = args.bags
     try:
         cfg = config_from_args(args)
+        if cfg.command_topic and cfg.labels == "measured":
+            print("convert: labels are the next measured state (the default); --command is used with --labels command",
+                  flush=True)
         report = convert(bags, out, cfg, overwrite=args.overwrite, log=lambda s: print(s, flush=True))
     except ConvertError as e:
         print(f"convert: {e}", file=sys.stderr)

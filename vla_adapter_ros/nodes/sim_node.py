@@ -6,7 +6,16 @@ task's success flag. Accepts the commands the executor produces: JointTrajectory
 a JointTrajectoryController), forward position commands, JointState commands, and a gripper
 command (std_msgs/Float64, 0 open .. 1 closed). `~/reset_episode` starts a new seeded episode.
 
-Expert mode (`expert: true`, for demonstration recording): at `expert_rate_hz` of simulation time the
+Oracle mode (`oracle: true`; what `collect` records and `replay --oracle` measures): the scripted expert
+acts as the policy. Each chunk request of the executor (std_msgs/Header on `request_topic`, as a
+policy_node with trigger `request` gets them) is answered on `chunk_topic` with an ActionChunk built like
+policy_node builds its own: stamped with the newest camera frame's time, `oracle_horizon` rows of EEF
+deltas `oracle_dt` apart (default: the camera period, i.e. the dataset's frame period) and a gripper
+closure per row, computed by vla_adapter_ros.sim.oracle.ExpertOracle from the tool pose at that frame
+and the expert's plan (planned at the first request after a reset, timed to fit the executor's limits
+`oracle_robot`). The executor then commands the arm through its limits, as it would for a model.
+
+Direct expert mode (`expert: true`, the old way of recording; its motions exceed the executor's limits): at `expert_rate_hz` of simulation time the
 node computes the scripted expert's action (vla_adapter_ros.sim.expert.ScriptedExpert) for the
 current episode and publishes it like a policy-driven executor would: a short JointTrajectory
 (header stamped with the simulation time; its first point is the expert's target) on `jtc_topic` and the gripper closure on `gripper_topic`;
@@ -16,6 +25,13 @@ recording started right after the reset sees the motion from its beginning).
 
 Physics runs on its own thread at up to `real_time_factor` times wall time; when rendering cannot
 keep up, simulation time simply runs slower (every node follows /clock).
+
+Lockstep (`lockstep: true`, default): while a controller streams arm commands (the last one came less
+than `lockstep_window_s` of simulated time ago), each physics step waits (at most `lockstep_timeout_s`
+of wall time) for the next command before the following step, like a ros2_control loop that runs its
+controller every cycle. On a busy machine the executor (250 Hz of simulated time) would otherwise skip
+control periods, and its reference, which advances one period per tick, would fall behind the time its
+chunks are meant for. Without commands (executor disabled, expert mode) the physics runs free.
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
-from std_msgs.msg import Bool, Float64, Float64MultiArray  # noqa: E402
+from std_msgs.msg import Bool, Float64, Float64MultiArray, Header  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
 from vla_adapter_ros.nodes.common import (  # noqa: E402
@@ -72,6 +88,18 @@ DEFAULTS = {
     "expert": False,  # drive the arm with the scripted expert through jtc_topic / gripper_topic
     "expert_rate_hz": 20.0,  # expert actions per second of simulation time
     "expert_start_delay_s": 0.5,  # s of simulation time after a reset before the expert moves
+    # lockstep with a streaming controller (see the module docstring)
+    "lockstep": True,
+    "lockstep_window_s": 0.05,  # s of simulated time: a controller that sent within this counts as streaming
+    "lockstep_timeout_s": 0.1,  # s of wall time a step waits at most for the next command
+    # oracle mode: the scripted expert answers the executor's chunk requests (see the module docstring)
+    "oracle": False,
+    "oracle_robot": "fr3_sim",  # the executor's limits file (bundled name or path): the plan fits its limits
+    "oracle_horizon": 8,  # rows per chunk
+    "oracle_dt": 0.0,  # s between rows; 0 = 1 / camera_rate_hz (the dataset's frame period)
+    "oracle_max_speed": 0.35,  # m/s, peak tool speed of the plan (the joint limits may slow it further)
+    "chunk_topic": "/vla/action_chunk",
+    "request_topic": "/vla/request_chunk",
 }
 
 
@@ -88,6 +116,8 @@ class SimNode(Node):
             raise ValueError("camera_names and camera_topics must have the same length")
         if p["expert"] and not float(p["expert_rate_hz"]) > 0:
             raise ValueError(f"expert_rate_hz must be > 0, got {p['expert_rate_hz']}")
+        if p["expert"] and p["oracle"]:
+            raise ValueError("expert and oracle are two ways to drive the arm: set one of them")
         self._get_task = get_task
         self.task = get_task(p["task"])
         self.gripper_max = GRIPPER_MAX_WIDTH_M
@@ -100,16 +130,21 @@ class SimNode(Node):
         self.success = False
         self.rejected_commands = 0
         self.time_offset = 0.0  # published time = physics time + offset (physics restarts at 0 on reset)
+        self._command_seen = threading.Event()  # an arm command arrived since the last step (lockstep)
+        self._last_command_time = -float("inf")  # published time of the last arm command's arrival
+        self._reset_wall_ns = 0  # time.time_ns() of the last reset: commands published before it are stale
+        self.stale_commands = 0
 
         self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
         self.joint_pub = self.create_publisher(JointState, p["joint_state_topic"], 10)
         self.pose_pub = self.create_publisher(PoseStamped, p["eef_pose_topic"], 10)
         self.camera_pubs = [self.create_publisher(Image, t, 10) for t in p["camera_topics"]]
         self.success_pub = self.create_publisher(Bool, p["success_topic"], 10)
-        self.create_subscription(JointTrajectory, p["jtc_topic"], self._on_trajectory, 10)
-        self.create_subscription(Float64MultiArray, p["forward_topic"], self._on_forward, 10)
-        self.create_subscription(JointState, p["joint_command_topic"], self._on_joint_command, 10)
-        self.create_subscription(Float64, p["gripper_topic"], self._on_gripper, 10)
+        # command callbacks get the message info (publication time): see _stale
+        self.create_subscription(JointTrajectory, p["jtc_topic"], lambda m, i: self._on_trajectory(m, i), 10)
+        self.create_subscription(Float64MultiArray, p["forward_topic"], lambda m, i: self._on_forward(m, i), 10)
+        self.create_subscription(JointState, p["joint_command_topic"], lambda m, i: self._on_joint_command(m, i), 10)
+        self.create_subscription(Float64, p["gripper_topic"], lambda m, i: self._on_gripper(m, i), 10)
         self.create_service(ResetEpisode, "~/reset_episode", self._on_reset)
         self.expert = None  # ScriptedExpert of the current episode (expert mode, once started)
         self._expert_start = 0.0  # env.sim_time at which the expert of this episode starts
@@ -121,6 +156,19 @@ class SimNode(Node):
             self.jtc_pub = self.create_publisher(JointTrajectory, p["jtc_topic"], 10)
             self.gripper_pub = self.create_publisher(Float64, p["gripper_topic"], 10)
             self._reset_expert()
+        self.oracle = None  # ExpertOracle of the current episode (oracle mode)
+        self._camera_obs = None  # (env.sim_time, tool pose 4x4) of the newest camera frame
+        self.oracle_chunks = 0
+        if p["oracle"]:
+            from vla_adapter_ros.control import load_robot_limits
+            from vla_adapter_ros.msg import ActionChunk
+
+            self._oracle_limits = load_robot_limits(p["oracle_robot"])
+            self._oracle_dt = float(p["oracle_dt"]) or 1.0 / float(p["camera_rate_hz"])
+            if int(p["oracle_horizon"]) < 1 or not self._oracle_dt > 0:
+                raise ValueError("oracle_horizon must be >= 1 and oracle_dt >= 0")
+            self.chunk_pub = self.create_publisher(ActionChunk, p["chunk_topic"], 10)
+            self.create_subscription(Header, p["request_topic"], self._on_chunk_request, 10)
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="physics", daemon=True)
 
@@ -130,6 +178,8 @@ class SimNode(Node):
             f"ready: task {self.task.name!r} seed {self.seed}: {self.task.instruction!r}; "
             f"{len(self.camera_pubs)} cameras at {self.p['camera_rate_hz']} Hz"
             + (f"; scripted expert at {self.p['expert_rate_hz']} Hz" if self.p["expert"] else "")
+            + (f"; oracle: expert chunks on {self.p['chunk_topic']} on request, within the limits of "
+               f"{self._oracle_limits.name!r}" if self.p["oracle"] else "")
         )
 
     def stop(self) -> None:
@@ -148,7 +198,19 @@ class SimNode(Node):
             raise ValueError(f"missing joints {missing}")
         return np.array([values[index[n]] for n in self.env.joint_names], dtype=float)
 
-    def _on_trajectory(self, msg: JointTrajectory) -> None:
+    def _stale(self, info) -> bool:
+        """A command published before the last reset (still queued when the scene was reset: applied now it
+        would pull the teleported arm back toward the previous episode's pose). Publication times are the
+        middleware's source timestamps (wall clock of this machine); ignored and counted."""
+        source = int(info.get("source_timestamp", 0) or 0) if info is not None else 0
+        if 0 < source < self._reset_wall_ns:
+            self.stale_commands += 1
+            return True
+        return False
+
+    def _on_trajectory(self, msg: JointTrajectory, info=None) -> None:
+        if self._stale(info):
+            return
         if self.p["expert"] and stamp_seconds(msg.header.stamp) > 0 \
                 and stamp_seconds(msg.header.stamp) < self._episode_stamp - 1e-6:
             return  # expert mode: a command of the previous episode, still in flight at the reset
@@ -161,27 +223,41 @@ class SimNode(Node):
                           if all(len(pt.velocities) for pt in msg.points) else None)
             with self.lock:
                 self.follower.set_trajectory(self.env.sim_time, times, positions, velocities)
+                self._note_command()
             if self.p["expert"]:
                 self._expert_applied[0].set()
         except (ValueError, IndexError) as exc:
             self._warn_reject("trajectory", exc)
 
-    def _on_forward(self, msg: Float64MultiArray) -> None:
+    def _on_forward(self, msg: Float64MultiArray, info=None) -> None:
+        if self._stale(info):
+            return
         try:
             with self.lock:
                 self.follower.set_position(np.asarray(msg.data, dtype=float))
+                self._note_command()
         except ValueError as exc:
             self._warn_reject("forward command", exc)
 
-    def _on_joint_command(self, msg: JointState) -> None:
+    def _on_joint_command(self, msg: JointState, info=None) -> None:
+        if self._stale(info):
+            return
         try:
             q = self._reorder(msg.name, msg.position)
             with self.lock:
                 self.follower.set_position(q)
+                self._note_command()
         except (ValueError, IndexError) as exc:
             self._warn_reject("joint command", exc)
 
-    def _on_gripper(self, msg: Float64) -> None:
+    def _note_command(self) -> None:
+        """An arm command was applied (lock held): lockstep bookkeeping."""
+        self._last_command_time = self.env.sim_time + self.time_offset
+        self._command_seen.set()
+
+    def _on_gripper(self, msg: Float64, info=None) -> None:
+        if self._stale(info):
+            return
         if not np.isfinite(msg.data):
             self._warn_reject("gripper command", ValueError(f"{msg.data}"))
             return
@@ -198,6 +274,7 @@ class SimNode(Node):
             response.success, response.message = False, str(exc)
             return response
         with self.lock:
+            self._reset_wall_ns = time.time_ns()
             self.task = task
             self.seed = int(request.seed) if request.seed >= 0 else self.seed + 1
             before = self.env.sim_time
@@ -207,6 +284,7 @@ class SimNode(Node):
             self.success = False
             if self.p["expert"]:
                 self._reset_expert()
+            self.oracle, self._camera_obs = None, None  # the oracle plans at the episode's first request
         response.success, response.task, response.seed = True, task.name, self.seed
         response.instruction = task.instruction
         response.message = f"episode: task {task.name} seed {self.seed}"
@@ -279,6 +357,39 @@ class SimNode(Node):
             point.time_from_start = seconds_to_duration(t)
         self._expert_out = (msg, Float64(data=float(np.clip(closure, 0.0, 1.0))))
 
+    # ------------------------------------------------------------------ oracle mode
+    def _on_chunk_request(self, _msg) -> None:
+        """Answer a chunk request with the expert's chunk for the newest camera frame."""
+        from vla_adapter_ros.msg import ActionChunk
+        from vla_adapter_ros.sim.oracle import ExpertOracle
+
+        start = time.perf_counter()
+        with self.lock:
+            if self._camera_obs is None:
+                return  # no frame of this episode yet: as a policy without an observation
+            if self.oracle is None:
+                self.oracle = ExpertOracle(self.task, int(self.p["oracle_horizon"]), self._oracle_dt,
+                                           float(self.p["oracle_max_speed"]), limits=self._oracle_limits)
+                self.oracle.reset(self.env)
+            t_obs, pose = self._camera_obs
+            chunk = self.oracle.chunk(t_obs, pose)
+            stamp = seconds_to_stamp(t_obs + self.time_offset)
+            instruction = self.task.instruction
+        msg = ActionChunk()
+        msg.header.stamp, msg.header.frame_id = stamp, self.p["frame_id"]
+        msg.names = ["eef_dx", "eef_dy", "eef_dz", "eef_drx", "eef_dry", "eef_drz"]
+        msg.action_space = ActionChunk.EEF_DELTA
+        msg.horizon, msg.action_dim = chunk.arm.shape
+        msg.actions = chunk.arm.astype(np.float32).reshape(-1).tolist()
+        msg.dt = self._oracle_dt
+        msg.gripper = chunk.closure.astype(np.float32).tolist()
+        msg.instruction = instruction
+        msg.model_id = "scripted-expert-oracle"
+        msg.sequence = self.oracle_chunks
+        msg.inference_ms = float((time.perf_counter() - start) * 1e3)
+        self.oracle_chunks += 1
+        self.chunk_pub.publish(msg)
+
     # ------------------------------------------------------------------ physics loop
     def _loop(self) -> None:
         p = self.p
@@ -289,8 +400,11 @@ class SimNode(Node):
         next_success = 0.0
         wall_start, sim_start = time.monotonic(), self.env.sim_time + self.time_offset
         rtf = float(p["real_time_factor"])
+        lockstep = bool(p["lockstep"]) and not p["expert"]
+        window, wait_s = float(p["lockstep_window_s"]), float(p["lockstep_timeout_s"])
         while self._running and rclpy.ok():
             with self.lock:
+                self._command_seen.clear()
                 q_ref, qd_ref = self.follower.sample(self.env.sim_time)
                 self.env.set_joint_targets(q_ref, qd_ref)
                 self.env.step(substeps)
@@ -309,6 +423,8 @@ class SimNode(Node):
                     self.success_pub.publish(Bool(data=self.success))
             if self.p["expert"]:
                 self._send_expert()
+            if lockstep and t - self._last_command_time < window:
+                self._command_seen.wait(wait_s)  # the controller's command for this period
             ahead = (t - sim_start) / rtf - (time.monotonic() - wall_start)
             if ahead > 0:
                 time.sleep(ahead)
@@ -331,6 +447,7 @@ class SimNode(Node):
 
     def _publish_cameras(self, stamp) -> None:
         width, height = int(self.p["image_width"]), int(self.p["image_height"])
+        self._camera_obs = (self.env.sim_time, self.env.eef_pose().matrix())  # what the frame shows
         for name, pub in zip(self.p["camera_names"], self.camera_pubs):
             rgb = self.env.render(name, width, height)
             msg = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=rgb.tobytes())

@@ -1,7 +1,9 @@
 """Pure-Python MuJoCo simulation of a Franka arm on a table with cubes (no ROS imports).
 
 Modules: ``scene`` (model building), ``env`` (FrankaSimEnv), ``tasks`` (instructions, placement,
-success), ``expert`` (scripted expert), ``runner`` (episodes, ``bench``). Needs the ``mujoco``
+success), ``expert`` (scripted expert), ``oracle`` (the expert as a policy: EEF-delta chunks),
+``closed_loop`` (chunks -> the real ExecutorCore -> the simulation, without ROS), ``runner`` (episodes,
+``bench``). Needs the ``mujoco``
 and ``robosuite`` (model files only; never imported) packages. Names are imported lazily so that
 importing this package does not import mujoco.
 """
@@ -20,6 +22,8 @@ _EXPORTS = {
     "ScriptedExpert": "expert",
     "ExpertAction": "expert",
     "HoldPolicy": "expert",
+    "ExpertOracle": "oracle",
+    "run_chunk_episode": "closed_loop",
     "run_episode": "runner",
     "apply_action": "runner",
     "EpisodeResult": "runner",

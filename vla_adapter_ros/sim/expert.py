@@ -79,11 +79,22 @@ class ScriptedExpert:
 
     max_speed: peak TCP speed (m/s) of the minimum-jerk segments.
     control_hz: rate at which :meth:`act` is called (used for the look-ahead of the targets).
+    max_rot_speed: peak tool rotation speed (rad/s) of a segment (default: no bound).
+    max_joint_speed, max_joint_acc: peak joint speeds (rad/s) and accelerations (rad/s^2), scalar or one per
+        joint, that a segment may need (default: no bound); the plan is timed so that the arm can follow it
+        within these.
+    stop_ok: optional check of a moving state, ``stop_ok(q, v, a) -> bool`` (joint positions, velocities,
+        accelerations): the plan is timed so that it holds all along (e.g. that braking from there keeps the
+        tool inside the executor's workspace box, which the executor otherwise enforces by holding).
     """
 
     task: Task
     control_hz: float = 20.0
     max_speed: float = 0.35
+    max_rot_speed: float = math.inf
+    max_joint_speed: object = None  # float | sequence of 7 floats | None
+    max_joint_acc: object = None  # float | sequence of 7 floats | None
+    stop_ok: object = None  # callable(q, v, a) -> bool | None
     kin: FrankaKinematics = field(default_factory=FrankaKinematics)
 
     def __post_init__(self):
@@ -133,15 +144,68 @@ class ScriptedExpert:
         self._plan = self.plan(env)
         self._times = []
         t = 0.0
-        prev = self._start.position
+        prev, prev_rot = self._start.position, self._start_rot
+        q = env.joint_positions()
         for wp in self._plan:
-            dist = float(np.linalg.norm(wp.position - prev))
-            dur = wp.duration if wp.duration is not None else max(0.5, 1.875 * dist / self.max_speed)
+            dur, q = self._segment_duration(prev, prev_rot, wp, q, env)
             t += dur
             self._times.append(t)
-            prev = wp.position
+            prev, prev_rot = wp.position, down_orientation(wp.yaw)
         self.duration = t
         self._q_cmd = env.joint_positions()
+
+    def _segment_duration(self, p0, r0, wp: Waypoint, q0, env) -> tuple[float, np.ndarray]:
+        """Duration of the minimum-jerk segment to ``wp`` (peak speed = 1.875 x mean speed) and the joints at
+        its end: the waypoint's duration (default 0.5 s) stretched so that the peak tool speed stays within
+        max_speed / max_rot_speed and, when max_joint_speed / max_joint_acc are set, every joint's peak speed
+        (measured on the IK of the path) and peak acceleration (5.77 D / T^2 for a joint moving D) within them,
+        and, with stop_ok, until stop_ok holds at every sample of the timed path."""
+        rot = down_orientation(wp.yaw)
+        dist = float(np.linalg.norm(wp.position - p0))
+        w = rotation_error(rot, r0)
+        dur = max(0.5 if wp.duration is None else wp.duration, 1.875 * dist / self.max_speed,
+                  1.875 * float(np.linalg.norm(w)) / self.max_rot_speed)
+        q = np.asarray(q0, dtype=float)
+        if self.max_joint_speed is None and self.max_joint_acc is None:
+            return dur, q
+        v_max = np.broadcast_to(np.asarray(np.inf if self.max_joint_speed is None else self.max_joint_speed,
+                                           dtype=float), q.shape)
+        n = 16
+        steepest = 0.0  # max over the path and the joints of |dq/ds| / v_max (s: path parameter 0..1)
+        path = [q.copy()]
+        for k in range(1, n + 1):
+            s = k / n
+            target = np.eye(4)
+            target[:3, :3] = axis_angle_to_matrix(s * w) @ r0
+            target[:3, 3] = p0 + s * (wp.position - p0)
+            q_next, _ = self.kin.ik_to_pose(q, target, q_min=env.q_min + 0.02, q_max=env.q_max - 0.02,
+                                            max_iterations=50)
+            steepest = max(steepest, float(np.max(np.abs(q_next - q) / v_max)) * n)
+            q = q_next
+            path.append(q.copy())
+        dur = max(dur, 1.875 * steepest)
+        if self.max_joint_acc is not None:
+            a_max = np.broadcast_to(np.asarray(self.max_joint_acc, dtype=float), q.shape)
+            dur = max(dur, math.sqrt(5.7735 * float(np.max(np.abs(q - np.asarray(q0)) / a_max))))
+        if self.stop_ok is not None:
+            for _ in range(40):  # stretch by 10 % until the check holds along the timed path
+                if self._stop_ok_along(np.array(path), dur):
+                    break
+                dur *= 1.1
+        return dur, q
+
+    def _stop_ok_along(self, path: np.ndarray, dur: float, m: int = 40) -> bool:
+        """stop_ok at m instants of a segment of duration ``dur`` whose joints follow ``path`` (IK samples at
+        evenly spaced path parameters) with the minimum-jerk timing; velocities and accelerations by finite
+        differences."""
+        s_grid = np.linspace(0.0, 1.0, len(path))
+        h = dur / m
+        times = np.arange(m + 1) * h
+        s = np.array([min_jerk(t / dur) for t in times])
+        q = np.stack([np.interp(s, s_grid, path[:, j]) for j in range(path.shape[1])], axis=1)
+        v = np.gradient(q, h, axis=0)
+        a = np.gradient(v, h, axis=0)
+        return all(self.stop_ok(q[i], v[i], a[i]) for i in range(1, m))
 
     def _target_at(self, t: float) -> tuple[np.ndarray, np.ndarray, float, bool]:
         prev_p, prev_rot, t_prev = self._start.position, self._start_rot, 0.0

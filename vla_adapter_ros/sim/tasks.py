@@ -154,7 +154,7 @@ def jittered_start(seed: int, scale: float, q_min=None, q_max=None) -> np.ndarra
 TASKS: dict[str, Task] = {
     "reach_red": ReachTask("reach_red", "reach the red cube", "red", (0.40, 0.62), (-0.2, 0.2), 5.0),
     "push_blue_left": PushLeftTask("push_blue_left", "push the blue cube to the left", "blue",
-                                   (0.42, 0.60), (-0.2, 0.02), 8.0),
+                                   (0.42, 0.60), (-0.2, 0.02), 12.0),
     "lift_green": LiftTask("lift_green", "lift the green cube", "green", (0.40, 0.60), (-0.18, 0.18), 8.0),
 }
 
