@@ -222,15 +222,23 @@ def test_names_are_reordered():
     np.testing.assert_allclose(s.targets[0], np.arange(7.0))
 
 
-def test_joint_delta_integrates_kept_rows_from_reference():
+def test_joint_delta_integrates_every_row_from_the_state_at_the_stamp():
+    """Delta row i is the motion over [stamp + i dt, stamp + (i + 1) dt]: all rows are summed from
+    reference_q (the state at the stamp), target i is for stamp + (i + 1) dt, then the past ones go."""
     s = sched()
     ref = np.array(READY_POSE)
     deltas = np.tile(0.01 * np.arange(1, 6)[:, None], (1, 7))
     r = s.add_chunk(chunk(0.0, deltas, space=JOINT_DELTA), now=0.15, reference_q=ref)
-    assert r.first_index == 2
-    np.testing.assert_allclose(s.targets, ref + np.cumsum(deltas[2:], axis=0))
+    assert r.accepted and r.first_index == 1 and r.kept == 4  # the target at 0.1 is past, 0.2 is not
+    np.testing.assert_allclose(s.times, [0.2, 0.3, 0.4, 0.5])
+    np.testing.assert_allclose(s.targets, (ref + np.cumsum(deltas, axis=0))[1:])
     r = sched().add_chunk(chunk(0.0, deltas, space=JOINT_DELTA), now=0.0)
     assert not r.accepted and "reference_q" in r.reason
+    r = sched().prepare_chunk(chunk(0.0, deltas, space=JOINT_DELTA), 0.0, reference_problem="no state near the stamp")
+    assert not r.accepted and r.reason == "no state near the stamp"
+    # a delta chunk is in the past only once its last target (stamp + H dt) is
+    assert sched().add_chunk(chunk(0.0, deltas, space=JOINT_DELTA), now=0.45, reference_q=ref).kept == 1
+    assert "past" in sched().add_chunk(chunk(0.0, deltas, space=JOINT_DELTA), now=0.55, reference_q=ref).reason
 
 
 def test_eef_delta_follows_the_requested_tool_path():
@@ -241,6 +249,7 @@ def test_eef_delta_follows_the_requested_tool_path():
     steps[:, 5] = 0.01  # 0.01 rad per step about z
     r = s.add_chunk(chunk(0.0, steps, space=EEF_DELTA), now=0.0, reference_q=np.array(READY_POSE))
     assert r.accepted, r.reason
+    np.testing.assert_allclose(s.times, 0.1 * np.arange(1, 9))  # the pose after row i: at the end of its period
     start = kin.fk(READY_POSE)
     for i, q in enumerate(s.targets):
         pose = kin.fk(q)

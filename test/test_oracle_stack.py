@@ -14,7 +14,6 @@ pytest.importorskip("mujoco")
 
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
-import executor_probe  # noqa: E402
 from ros_harness import spin_until  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -60,7 +59,6 @@ def test_oracle_solves_one_episode_per_task_through_the_nodes(processes, rclpy_c
     episodes = SimEpisodes(_Session(node, executor))
     assert episodes.wait_ready(120), {name: c.output()[-2000:] for name, c in children.items()}
 
-    fixed = executor_probe.anchors_delta_chunks() and executor_probe.resync_forgets_gripper()
     outcomes = {}
     for task in ("reach_red", "push_blue_left", "lift_green"):
         before = dict(episodes.executor_counts)
@@ -84,11 +82,6 @@ def test_oracle_solves_one_episode_per_task_through_the_nodes(processes, rclpy_c
     episodes.disable()
     assert all(child.alive() for child in children.values())
     node.destroy_node()
-    if not fixed and not all(o[0] for o in outcomes.values()):
-        # today's executor: EEF-delta rows integrated from its reference at arrival (the tool drifts ahead of the
-        # plan) and a gripper state kept across ~/resync (a reach leaves it "closed", so the next push starts
-        # with the gripper the reset opened); see executor_probe.py and README "Closed-loop check"
-        pytest.xfail(f"executor without the two fixes: {outcomes}")
     for task, (success, _, _, counts) in outcomes.items():
         assert success, outcomes
         # the executor never held the plan back (it runs within the limits, no control period is skipped) and the

@@ -17,7 +17,6 @@ pytest.importorskip("mujoco")
 if importlib.util.find_spec("robosuite") is None:
     pytest.skip("robosuite (model files) not installed", allow_module_level=True)
 
-import executor_probe  # noqa: E402
 from vla_adapter_ros.control import FrankaKinematics, load_robot_limits  # noqa: E402
 from vla_adapter_ros.control.kinematics import axis_angle_to_matrix  # noqa: E402
 from vla_adapter_ros.data.labels import eef_delta, integrate_eef_deltas  # noqa: E402
@@ -122,27 +121,17 @@ def test_oracle_rejects_bad_arguments():
         ExpertOracle(get_task("reach_red")).chunk(0.0, np.eye(4))
 
 
-# The executor integrates the EEF-delta rows still due from its reference at the chunk's arrival today, counting
-# the motion between the observation and the arrival twice: the tool drifts ahead of the plan (~2 cm per second
-# of motion), and the push, 1.8 cm above the table, ends in the workspace floor's holds. Once the executor
-# integrates the rows from the joint state at the stamp, every task must pass cleanly. README "Closed-loop check".
-EXECUTOR_ANCHORS = executor_probe.anchors_delta_chunks()
-
-
 @pytest.mark.parametrize("task_name", sorted(TASKS))
 def test_oracle_chunks_solve_the_task_through_the_executor_core(env, task_name):
     params = executor_parameters()  # executor.yaml + executor_sim.yaml, as the simulation stack starts it
     assert params["robot"] == "fr3_sim"
     result = run_chunk_episode(task_name, 1000, OracleSource(limits=load_robot_limits(params["robot"])), env=env,
                                params=params)
-    if not EXECUTOR_ANCHORS and not result.success:
-        pytest.xfail(f"executor integrates EEF deltas from its reference at arrival (drift): {result.clip_counts}")
     assert result.success, result
     assert result.chunks_accepted >= 5 and result.chunks_rejected == 0
     assert result.max_joint_speed < 1.1 * float(np.max(LIMITS.v_max))
-    # the plan never runs away from the arm, and (executor fixed) the tool does not drift into the workspace floor
-    # (a few dozen ticks where braking from a descent toward the table is predicted to end below the floor;
-    # hundreds with the drift)
+    # the plan never runs away from the arm, and the tool does not drift into the workspace floor (a few dozen
+    # ticks where braking from a descent toward the table is predicted to end below the floor; hundreds with the
+    # old executor, which integrated EEF deltas from its reference at the chunk's arrival)
     assert not {"jump_from_measured", "joint_state_timeout"} & set(result.clip_counts), result.clip_counts
-    if EXECUTOR_ANCHORS:
-        assert result.clip_counts.get("workspace", 0) < 100, result.clip_counts
+    assert result.clip_counts.get("workspace", 0) < 100, result.clip_counts

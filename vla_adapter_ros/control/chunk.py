@@ -4,8 +4,10 @@ Time convention of the whole control package: **float seconds of ROS time** (the
 header stamps use: ``sec + nanosec * 1e-9``, see :func:`stamp_to_seconds`). Float64 resolves
 about 0.24 microseconds at today's epoch times, far below a 4 ms control period.
 
-Row ``i`` of ``Chunk.actions`` is meant for time ``stamp + i * dt``. A chunk with no rows
-(horizon 0) is a *stop* request: the executor drops its queue and holds position.
+An absolute row ``i`` (JOINT_POSITION) of ``Chunk.actions`` is the target for ``stamp + i * dt``; a
+delta row ``i`` (JOINT_DELTA, EEF_DELTA) is the motion over ``[stamp + i dt, stamp + (i + 1) dt]``,
+integrated from the joint state at ``stamp`` (see scheduler.py). A chunk with no rows (horizon 0)
+is a *stop* request: the executor drops its queue and holds position.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Chunk:
     """One chunk of future actions, filled by the ROS node from ``ActionChunk``.
 
     stamp: observation time the chunk was computed from (s, ROS time).
-    dt: time between consecutive rows (s).
+    dt: time between consecutive rows (s); a delta row is the motion over one dt.
     action_space: JOINT_POSITION, JOINT_DELTA or EEF_DELTA.
     names: one name per column (joint names; ignored for EEF_DELTA). Empty = controller order.
     actions: (horizon, action_dim) float array, SI units.
@@ -138,8 +140,10 @@ def actions_to_joint_targets(
     """Absolute joint targets (H, n) for validated rows of one action space.
 
     JOINT_POSITION rows are used as they are. JOINT_DELTA and EEF_DELTA rows are integrated
-    step by step starting at ``reference_q`` (rad): target_0 = reference + delta_0, ...;
-    EEF deltas go through damped-least-squares IK (``kinematics``, clamped to q_min/q_max).
+    step by step starting at ``reference_q`` (rad; the scheduler passes the joint state at the
+    chunk's stamp and gives every row): target_i = reference + delta_0 + ... + delta_i, the state
+    at the end of row i's period; EEF deltas go through damped-least-squares IK (``kinematics``,
+    clamped to q_min/q_max).
     Returns (targets, "") or (None, reason) if the IK does not converge.
     """
     if action_space == JOINT_POSITION:

@@ -8,7 +8,7 @@ States and transitions (every call returns ``(ok, message)``; refused calls chan
 
     DISABLED --enable--> RUNNING (at start pose, or require_start_pose=False)
                      +--> IDLE    (holding; not at the start pose: go_home, then start)
-    DISABLED --resync--> DISABLED (forget the last command: the controller was restarted)
+    DISABLED --resync--> DISABLED (forget the last command and the gripper state: the controller was restarted)
     IDLE --start--> RUNNING        RUNNING --pause--> PAUSED --resume--> RUNNING
     IDLE/RUNNING/PAUSED --go_home--> HOMING --(arrived)--> IDLE
     RUNNING/PAUSED/HOMING --stop--> IDLE
@@ -38,6 +38,12 @@ the previous one within the limits):
 * Each Command's trajectory ends at rest (``trajectory_points`` >= 2): a controller that stops
   receiving messages comes to a smooth stop.
 * ``tick`` never raises: an internal error latches ESTOP and the reference brakes.
+
+Delta chunks (JOINT_DELTA, EEF_DELTA) are integrated from the joint state at their stamp (the
+observation time; see scheduler.py): the core keeps a time-ordered log of the measured joint states
+covering ``limits.chunk_max_age`` (plus margin) and interpolates it at the stamp; in dry run, where
+the arm does not move, it logs and interpolates its own simulated reference instead. A delta chunk
+with no sample within ``limits.joint_state_timeout`` of its stamp is rejected (it cannot be anchored).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .chunk import Chunk  # re-exported for the ROS node
+from .chunk import EEF_DELTA, JOINT_DELTA, Chunk  # Chunk: re-exported for the ROS node
 from .gripper import GripperBinarizer, GripperEvent
 from .kinematics import FrankaKinematics, ToolOffset
 from .limits import RobotLimits
@@ -61,6 +67,8 @@ from .scheduler import AddResult, ActionScheduler, PreparedChunk
 
 REST_WINDOW_S = 0.2  # s of joint states that must agree before enable adopts the measured position
 REST_MIN_SAMPLES = 3
+ANCHOR_MARGIN_S = 0.5  # s kept in the anchor logs beyond chunk_max_age + joint_state_timeout
+ANCHOR_MAX_SAMPLES = 8192  # cap of each anchor log (a 1 kHz joint state topic fills ~2 s of it)
 
 __all__ = ["Chunk", "Command", "ExecutorCore", "ExecutorState", "ExecutorStatus", "TrajectoryPoint",
            "joint_state_age_ok", "reorder_joint_state"]
@@ -157,6 +165,55 @@ def joint_state_age_ok(stamp: Optional[float], now: float, timeout: float) -> bo
     return bool(math.isfinite(age) and -timeout <= age <= timeout)
 
 
+def _log_sample(log: collections.deque, stamp: float, q: np.ndarray) -> None:
+    """Insert (stamp, q) into a log sorted by stamp (a late sample is put in its place; a sample at
+    the stamp of the newest one replaces it); the oldest samples go beyond ANCHOR_MAX_SAMPLES."""
+    entry = (float(stamp), np.array(q, dtype=float))
+    if not log or entry[0] > log[-1][0]:
+        log.append(entry)
+    elif entry[0] == log[-1][0]:
+        log[-1] = entry
+    else:
+        k = len(log)
+        while k > 0 and log[k - 1][0] > entry[0]:
+            k -= 1
+        log.insert(k, entry)
+    while len(log) > ANCHOR_MAX_SAMPLES:
+        log.popleft()
+
+
+def _trim_log(log: collections.deque, now: float, window: float) -> None:
+    """Drop samples older than ``now - window`` and those stamped more than ``window`` ahead of ``now``
+    (a clock that jumped back, a bogus stamp)."""
+    while log and log[0][0] < now - window:
+        log.popleft()
+    while log and log[-1][0] > now + window:
+        log.pop()
+
+
+def _interpolate_log(log: collections.deque, stamp: float, now: float, tolerance: float) -> Optional[np.ndarray]:
+    """State at ``stamp`` from a sorted (stamp, q) log: linear interpolation between the samples either
+    side when both lie within ``tolerance`` (s) of it, else the nearer one within ``tolerance``; None if
+    there is none. Samples stamped after ``now`` (from the future) are not used."""
+    before = after = None
+    for entry in reversed(log):  # newest first: a chunk's stamp is recent
+        t = entry[0]
+        if t > now + 1e-9:
+            continue
+        if t >= stamp:
+            after = entry
+        else:
+            before = entry
+            break
+    near = [e for e in (before, after) if e is not None and abs(e[0] - stamp) <= tolerance]
+    if not near:
+        return None
+    if len(near) == 2 and after[0] > before[0]:
+        w = (stamp - before[0]) / (after[0] - before[0])
+        return before[1] + w * (after[1] - before[1])
+    return min(near, key=lambda e: abs(e[0] - stamp))[1].copy()
+
+
 def _locked(method):
     """Run a public ExecutorCore method under the instance lock (ROS callbacks may be threaded)."""
 
@@ -248,6 +305,11 @@ class ExecutorCore:
         self.measured_q: Optional[np.ndarray] = None
         self.measured_stamp: Optional[float] = None
         self._history: collections.deque = collections.deque(maxlen=64)  # (stamp, q) for the rest check
+        # Anchors of delta chunks (joint state at a chunk's stamp): time-sorted (stamp, q) logs of the
+        # measured states and, for dry run, of the simulated reference; trimmed by time in tick.
+        self._anchor_window = float(limits.chunk_max_age) + float(limits.joint_state_timeout) + ANCHOR_MARGIN_S
+        self._measured_log: collections.deque = collections.deque()
+        self._reference_log: collections.deque = collections.deque()
         # The controller holds the last command sent (True from the first command on, until resync):
         # a later enable must continue from it.
         self._controller_holds_reference = False
@@ -296,6 +358,7 @@ class ExecutorCore:
         self.measured_q = arr.copy()
         self.measured_stamp = float(stamp)
         self._history.append((float(stamp), arr.copy()))
+        _log_sample(self._measured_log, stamp, arr)
         if not self.dry_run or not self.filter.initialized:
             self.filter.set_measured(arr, stamp)
         return True
@@ -324,9 +387,10 @@ class ExecutorCore:
                     latency = float("nan")
                 return self._count(AddResult(False, f"executor is {self.state.value}, not running", latency,
                                              sequence=int(getattr(chunk, "sequence", 0) or 0)))
-            reference = self.filter.q.copy()
+            reference, problem = self._anchor(chunk, now)
             epoch = self._queue_epoch
-        prepared = self.scheduler.prepare_chunk(chunk, now, reference_q=reference)  # no lock: may run IK
+        # no lock: may run IK
+        prepared = self.scheduler.prepare_chunk(chunk, now, reference_q=reference, reference_problem=problem)
         with self._lock:
             if isinstance(prepared, PreparedChunk):
                 if self.state != ExecutorState.RUNNING or epoch != self._queue_epoch:
@@ -335,6 +399,32 @@ class ExecutorCore:
                 else:
                     prepared = self.scheduler.commit(prepared, now)
             return self._count(prepared)
+
+    def _anchor(self, chunk: Chunk, now: float) -> tuple[Optional[np.ndarray], Optional[str]]:
+        """(joint state at the stamp of a delta chunk, None) or (None, why there is none); (None, None)
+        for other chunks and for stamps the scheduler rejects anyway."""
+        try:
+            if chunk.action_space not in (JOINT_DELTA, EEF_DELTA):
+                return None, None
+            stamp = float(chunk.stamp)
+        except (TypeError, ValueError):
+            return None, None
+        if not (math.isfinite(stamp) and math.isfinite(now)):
+            return None, None
+        tolerance = self.limits.joint_state_timeout
+        log = self._reference_log if self.dry_run else self._measured_log
+        q = _interpolate_log(log, stamp, now, tolerance)
+        if q is not None and q.shape == (len(self.joint_names),) and np.all(np.isfinite(q)):
+            return q, None
+        what = "simulated reference (dry run)" if self.dry_run else "joint state"
+        return None, (f"no {what} within {tolerance:.3f} s of the observation stamp {stamp:.3f}: "
+                      "cannot anchor the deltas")
+
+    def _log_reference(self, now: float) -> None:
+        """Dry run: the simulated arm is at the reference; log it as the anchor of delta chunks."""
+        q = self.filter.q
+        if q is not None and math.isfinite(now) and np.all(np.isfinite(q)):
+            _log_sample(self._reference_log, now, q)
 
     def _count(self, result: AddResult) -> AddResult:
         if result.accepted:
@@ -450,10 +540,13 @@ class ExecutorCore:
                 if problem is not None:
                     return self._refuse(problem)
                 self.filter.reset(self.measured_q)
+                self._reference_log.clear()  # (dry run) the simulated arm starts anew at the measured position
         self._active = True
         self.filter.set_measured(self.measured_q, self.measured_stamp)
         self._clear_queue()
         self.scheduler.reset_ordering()
+        if self.dry_run:
+            self._log_reference(now)
         gate = self._start_gate()
         if gate is not None:
             self.state = ExecutorState.IDLE
@@ -464,10 +557,12 @@ class ExecutorCore:
     @_locked
     def resync(self) -> tuple[bool, str]:
         """DISABLED only: forget the last command sent (the controller was restarted where the arm
-        is), so that the next enable starts from the measured position."""
+        is), so that the next enable starts from the measured position; and the gripper state (a
+        simulation reset reopens the gripper): the next gripper value is an event."""
         if self.state != ExecutorState.DISABLED:
             return self._refuse(f"resync needs state disabled, state is {self.state.value}")
         self._controller_holds_reference = False
+        self.gripper.reset()
         return self._ok("resynced: the next enable starts from the measured position")
 
     @_locked
@@ -599,6 +694,8 @@ class ExecutorCore:
         return command
 
     def _tick(self, now: float) -> Optional[Command]:
+        _trim_log(self._measured_log, now, self._anchor_window)
+        _trim_log(self._reference_log, now, self._anchor_window)
         state = self.state
         if state == ExecutorState.DISABLED or not self._active:
             return None
@@ -611,6 +708,7 @@ class ExecutorCore:
                 self.filter.follow_stop(late, self.trajectory_points >= 2, now)
         if self.dry_run:
             self.filter.set_measured(self.filter.q, now)
+            self._log_reference(now)
         gripper_value = None
         if state == ExecutorState.RUNNING:
             sample = self.scheduler.sample(now)

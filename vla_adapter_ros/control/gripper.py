@@ -53,7 +53,8 @@ class GripperBinarizer:
         self.event_count = 0
 
     def reset(self, state: Optional[str] = None) -> None:
-        """Set the believed state (e.g. from the gripper's measured width), no event."""
+        """Set the believed state (e.g. from the gripper's measured width), no event. ``reset()``
+        forgets it: the next valid value emits an event (e.g. after a simulation reset)."""
         if state not in (None, OPEN, CLOSED):
             raise ValueError(f"state: must be 'open', 'closed' or None, got {state!r}")
         self.state = state

@@ -564,7 +564,7 @@ class Episode:
         if space == JOINT_POSITION:
             rows = self.target(t)
         elif space == JOINT_DELTA:
-            rows = np.diff(self.target(np.append(t[0] - dt, t)), axis=0)
+            rows = np.diff(self.target(np.append(t, t[-1] + dt)), axis=0)  # row i: the motion over [t_i, t_i + dt]
         else:
             rows = self.vamp * np.sin(self.w * (t[:, None] - self.tc) + self.phase[:6]) * dt
         r, j, sign = int(rng.integers(H)), int(rng.integers(rows.shape[1])), rng.choice([-1.0, 1.0])

@@ -3,11 +3,16 @@
 Time: float seconds of ROS time (see chunk.py). The scheduler never reads a clock: every call
 takes ``now``.
 
-* A chunk stamped ``t_obs`` with period ``dt`` places row i at ``t_obs + i * dt``.
-* Latency compensation: on arrival, rows with ``t_obs + i * dt < now`` are dropped (they are
-  in the past); ``AddResult.first_index`` is the first row kept.
-* Deltas (JOINT_DELTA, EEF_DELTA) of the kept rows are integrated from ``reference_q`` (the
-  executor passes its current filtered reference), EEF deltas through the IK.
+* A chunk is stamped ``t_obs``, the time of the observation it was computed from, with row period ``dt``.
+* Absolute rows (JOINT_POSITION): row i is the target for ``t_obs + i * dt``.
+* Delta rows (JOINT_DELTA, EEF_DELTA): row i is the motion over ``[t_obs + i dt, t_obs + (i + 1) dt]``
+  ("state at the next frame minus state now", as the training labels are made). *All* rows are
+  integrated cumulatively (EEF deltas through the IK) from ``reference_q``, the joint state at
+  ``t_obs`` (the executor passes the measured state interpolated at the stamp, in dry run its
+  simulated reference there): the target after row i is for ``t_obs + (i + 1) dt``. So the motion
+  between the observation and the chunk's arrival is not counted twice, and no target is a period early.
+* Latency compensation: then, on arrival, targets whose time is in the past (``< now``) are dropped;
+  ``AddResult.first_index`` is the index of the first row whose target was kept.
 * Overlap with the queued tail (times >= the first kept row) is blended:
   - ``replace``: the new rows win;
   - ``crossfade``: the j-th overlapping new row (j = 0, 1, ...) gets weight
@@ -34,7 +39,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .chunk import ACTION_SPACE_NAMES, Chunk, actions_to_joint_targets, validate_chunk
+from .chunk import ACTION_SPACE_NAMES, JOINT_POSITION, Chunk, actions_to_joint_targets, validate_chunk
 from .kinematics import FrankaKinematics
 
 BLEND_MODES = ("replace", "crossfade", "ensemble")
@@ -47,8 +52,8 @@ class AddResult:
     """Outcome of :meth:`ActionScheduler.add_chunk`.
 
     accepted: whether the chunk entered the queue; reason: why not ("" if accepted).
-    latency: now - stamp at arrival (s). first_index: first row kept (rows before were in
-    the past). kept: number of rows queued.
+    latency: now - stamp at arrival (s). first_index: index of the first row whose target was
+    kept (the targets before were in the past). kept: number of rows queued.
     """
 
     accepted: bool
@@ -67,8 +72,8 @@ class PreparedChunk:
     latency: float
     sequence: int
     dt: float
-    first: int  # first row kept (earlier rows were in the past at preparation)
-    times: np.ndarray
+    first: int  # first row whose target was kept (earlier targets were in the past at preparation)
+    times: np.ndarray  # times of the kept targets (delta rows: the end of each row's period)
     targets: np.ndarray
     gripper: np.ndarray
 
@@ -237,17 +242,23 @@ class ActionScheduler:
     def add_chunk(self, chunk: Chunk, now: float, reference_q: Optional[np.ndarray] = None) -> AddResult:
         """Validate, latency-compensate, convert and blend one chunk into the queue.
 
-        now: arrival time (s). reference_q: joint positions (rad) that JOINT_DELTA / EEF_DELTA
-        rows are integrated from (required for those spaces).
+        now: arrival time (s). reference_q: joint positions (rad) at the chunk's stamp, which
+        JOINT_DELTA / EEF_DELTA rows are integrated from (required for those spaces).
         """
         prepared = self.prepare_chunk(chunk, now, reference_q)
         if isinstance(prepared, AddResult):
             return prepared
         return self.commit(prepared, now)
 
-    def prepare_chunk(self, chunk: Chunk, now: float, reference_q: Optional[np.ndarray] = None):
+    def prepare_chunk(self, chunk: Chunk, now: float, reference_q: Optional[np.ndarray] = None,
+                      reference_problem: Optional[str] = None):
         """Validation and conversion only: a PreparedChunk, or the rejecting AddResult. Reads the
-        ordering memory but changes nothing except the rejection counters."""
+        ordering memory but changes nothing except the rejection counters.
+
+        reference_q: joint positions (rad) at the chunk's stamp, the start of the integration of
+        delta rows (see the module docstring). reference_problem: why the caller has none (the
+        rejection reason of a delta chunk when reference_q is None).
+        """
         sequence = int(getattr(chunk, "sequence", 0) or 0)
         try:
             stamp = float(chunk.stamp)
@@ -267,16 +278,28 @@ class ActionScheduler:
             return self._reject(f"stamp {-latency:.3f} s in the future", latency, sequence)
         dt = float(chunk.dt)
         horizon = actions.shape[0]
-        row_times = stamp + dt * np.arange(horizon)
+        delta = chunk.action_space != JOINT_POSITION
+        # absolute row i is for t_obs + i dt; the target after delta row i for t_obs + (i + 1) dt
+        row_times = stamp + dt * (np.arange(horizon) + (1.0 if delta else 0.0))
         first = int(np.count_nonzero(row_times < now - _TIME_EPS))
         if first >= horizon:
             return self._reject(f"all {horizon} actions are in the past (latency {latency:.3f} s)", latency, sequence)
-        if chunk.action_space != 0 and reference_q is None:
-            return self._reject(f"{ACTION_SPACE_NAMES[chunk.action_space]} needs reference_q", latency, sequence)
-        targets, why = actions_to_joint_targets(chunk.action_space, actions[first:], reference_q,
-                                                self.kinematics, self.q_min, self.q_max)
-        if targets is None:
-            return self._reject(f"conversion failed: {why}", latency, sequence)
+        if delta:
+            name = ACTION_SPACE_NAMES[chunk.action_space]
+            if reference_q is None:
+                return self._reject(reference_problem or f"{name} needs reference_q (the joint state at the stamp)",
+                                    latency, sequence)
+            reference = np.asarray(reference_q, dtype=float)
+            if reference.shape != (self.n,) or not np.all(np.isfinite(reference)):
+                return self._reject(f"{name} needs reference_q of {self.n} finite joint positions", latency, sequence)
+            # every row counts (the ones already in the past too): integrate all, then drop the past targets
+            targets, why = actions_to_joint_targets(chunk.action_space, actions, reference,
+                                                    self.kinematics, self.q_min, self.q_max)
+            if targets is None:
+                return self._reject(f"conversion failed: {why}", latency, sequence)
+            targets = targets[first:]
+        else:
+            targets = np.array(actions[first:], dtype=float)
         new_grip = gripper[first:] if gripper is not None else np.full(horizon - first, np.nan)
         return PreparedChunk(stamp, latency, sequence, dt, first, row_times[first:], targets, new_grip)
 
