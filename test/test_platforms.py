@@ -170,7 +170,7 @@ def test_nodes_must_agree_on_the_clock_and_joint_states(config):
 
 
 def test_unknown_robot():
-    with pytest.raises(PlatformError, match="robot 'ur5'.*bundled: fr3, libero_panda, panda"):
+    with pytest.raises(PlatformError, match="robot 'ur5'.*bundled: fr3, fr3_sim, libero_panda, panda"):
         resolve_platform("gazebo", robot="ur5")
 
 
