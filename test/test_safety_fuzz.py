@@ -190,3 +190,18 @@ def test_cli_smoke(tmp_path, capsys):
 def test_fuzz_found_regressions_stay_fixed(seed, episode):
     report = sf.run_fuzz(1_000_000, seed, episode=episode)
     assert report["total_violations"] == 0, sf.format_summary(report)
+
+
+@pytest.mark.parametrize("episode", [3, 10])
+def test_stalls_are_checked_and_a_step_back_after_one_is_caught(episode, monkeypatch):
+    """Stalls: the core is not ticked for a while and the controller follows the last trajectory's stop.
+    The executor continues from there (0 violations); one that continued from its own reference (the
+    behaviour before issue 14's CI fix) is caught by the independent checks."""
+    report = sf.run_fuzz(seed=1, episode=episode, cores=("joint",))
+    assert sum(report["info"]["stalls"].values()) >= 2
+    assert report["violations"] == {}, sf.format_summary(report)
+    from vla_adapter_ros.control.safety import SafetyFilter
+
+    monkeypatch.setattr(SafetyFilter, "follow_stop", lambda self, *args, **kwargs: None)
+    report = sf.run_fuzz(seed=1, episode=episode, cores=("joint",))
+    assert {"velocity", "acceleration", "jerk"} & set(report["violations"]), report["violations"]

@@ -24,6 +24,10 @@ Joint output (stream of emitted ``Command``; a ``None`` tick = nothing sent = a 
     Hermite spline; sampled at 1 kHz its position, velocity, acceleration and jerk must be within
     limits (a reference whose declared v/a do not match its positions shows up here as jerk).
     A segment's first command is interpolated from rest at its own position.
+  * Stalls (joint core, >= 2 points; their own generator, so other draws are unchanged): the core is not
+    ticked for 1-79 periods while the controller follows the last message (first point, then its stop), the
+    arm and the clock go on; those controller positions continue the finite-difference checks and the next
+    command is checked against the controller's state then (``interp``), so a step back after a stall shows.
   * ``trajectory_end_moving``: with >= 2 points the last one must be at rest (|v|, |a| < 1e-9);
     ``points_*``: the quintic between consecutive points, sampled at 1 kHz, within limits.
   * ``workspace``: tool point of the emitted positions outside the box by > 1 cm (only in segments
@@ -180,6 +184,7 @@ class JointChecker:
         self.mid, self.half = (hard.q_max + hard.q_min) / 2, (hard.q_max - hard.q_min) / 2
         self.n_sub = max(1, int(round(self.dt / SAMPLE_DT)))
         self.held = None  # last position ever sent (what the controller holds)
+        self.last = None  # the last command (its trajectory is what the controller follows during a stall)
         self.hist = None  # last 3 positions of the current segment; None = in a gap
         self.prev = None  # (p, v, a) of the last command's first point
         self.stair = None
@@ -192,6 +197,33 @@ class JointChecker:
         n = self.n_sub
         self._stair_op = np.vstack([d1[-n:], d2[-n:], np.diff(d2, axis=0)[-n:] * h])
         self._stair_lim = np.vstack([np.tile(x, (n, 1)) for x in (hard.dq, hard.ddq, hard.dddq)])
+
+    def stall(self, m: int) -> list:
+        """The core is not ticked for ``m`` periods (a stalled process): the controller goes on with the last
+        message, its first point and then the stop to rest its later points describe (quintics between them).
+        Its positions at those instants continue the finite-difference history, and the next command is checked
+        against the controller's state then (``interp``) like any other. Returns the positions."""
+        last = self.last
+        if last is None or self.hist is None or len(last.points) < 2:
+            return []
+        pts = [(np.asarray(pt.positions, float), np.asarray(pt.velocities, float), np.asarray(pt.accelerations, float))
+               for pt in last.points]
+        tfs = [float(pt.time_from_start) for pt in last.points]
+        states = []
+        for j in range(1, m + 1):
+            tau = (j + 1) * self.dt  # s after the last command was sent; its first point is due at tfs[0] = dt
+            i = next((i for i in range(len(tfs) - 1) if tau < tfs[i + 1]), None)
+            if i is None:
+                states.append((pts[-1][0], 0.0 * pts[-1][0], 0.0 * pts[-1][0]))
+                continue
+            pos, vel, acc, _ = quintic(pts[i], pts[i + 1], tfs[i + 1] - tfs[i], [max(tau - tfs[i], 0.0)])
+            states.append((pos[0], vel[0], acc[0]))
+        for q, _, _ in states:
+            self._fd(q, "stall (the controller follows the last trajectory): ")
+            self._workspace(q, False)
+        self.prev, self.held = states[-1], states[-1][0]
+        self.stair = np.array(self.hist)
+        return [q for q, _, _ in states]
 
     def gap(self) -> None:
         if self.hist is not None:
@@ -238,6 +270,7 @@ class JointChecker:
         self._forward(p)
         self._workspace(p, first)
         self.held = p
+        self.last = cmd if tfs is not None else None
 
     def _fd(self, p: np.ndarray, what: str = "") -> None:
         h0, h1, h2 = self.hist
@@ -420,6 +453,10 @@ class Episode:
         self.gate_tick, self.gate_rest, self.last_moving = 0, True, False
         self.moved, self.resynced, self.pending_move, self.prev_state = False, False, False, None
         self.k, self.now, self.last_sent, self.follow = 0, self.t0, None, None
+        # stalls (the process is not scheduled for a while): drawn from a generator of their own
+        self.stall_rng = np.random.default_rng([seed, index, 0x57A11])
+        self.p_stall = float(self.stall_rng.uniform(0.0, 0.02)) if self.stall_rng.random() < 0.4 else 0.0
+        self.t_shift = 0.0  # s the clock ran ahead of k * dt during stalls
 
     # ---- calls into the core ---------------------------------------------------------------------
     def call(self, name: str, *args):
@@ -604,8 +641,24 @@ class Episode:
         return Chunk(float(stamp), dt, space, names, rows, grip, self.seq)
 
     # ---- one tick and the episode ------------------------------------------------------------------
+    def stall(self, m: int) -> None:
+        """No tick for m periods (joint core, trajectories with a stop): the controller, the arm and the clock
+        go on; the next tick is late by m periods."""
+        if self.kind != "joint" or self.core.trajectory_points < 2 or self.last_sent is None:
+            return
+        path = self.check.stall(m)
+        if not path:
+            return
+        self.t_shift += m * self.dt
+        self.r.bump("stalls", f"{'1-9' if m < 10 else '10-79'} periods")
+        if self.follow is not None:
+            self.follow = path[-1]  # the arm follows the controller (held, lagging or frozen as before)
+            self.last_sent = path[-1]
+
     def step(self) -> None:
-        self.now = self.t0 + self.k * self.dt
+        if self.p_stall and self.stall_rng.random() < self.p_stall:
+            self.stall(int(self.stall_rng.integers(1, 80)))
+        self.now = self.t0 + self.k * self.dt + self.t_shift
         self.r.ctx.update(tick=self.k, t=self.now, state=str(getattr(self.core.state, "value", self.core.state)))
         self.move_arm()
         self.publish()
