@@ -56,7 +56,7 @@ LAZY_COMMANDS = {
                "expert as the policy (--oracle), through the executor and the simulation"),
     "convert": ("vla_adapter_ros.data.convert", "convert recorded rosbags into a LeRobot-layout training set"),
     "train": ("vla_adapter_ros.train.finetune", "fine-tune (LoRA on the backbone + full policy) on a dataset"),
-    "diagnose": ("vla_adapter_ros.train.diagnose", "does a trained policy use its inputs? (offline L1, input-swap test)"),
+    "diagnose": ("vla_adapter_ros.train.diagnose", "does a trained policy use its inputs? (offline L1, input-swap test; --targeting: heads for the instructed cube?)"),
     "export": ("vla_adapter_ros.export", "a compact deployable copy of a trained checkpoint (fp16, no optimizer state)"),
     "libero-eval": ("vla_adapter_ros.libero.evaluate", "evaluate a checkpoint on LIBERO through the ROS nodes (success table)"),
     "bench": ("vla_adapter_ros.inference.bench", "benchmark the eager and optimised inference engines (latency, memory)"),

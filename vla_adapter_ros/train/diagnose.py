@@ -10,6 +10,10 @@ Offline, on frames of a converted dataset (use one the checkpoint was not traine
 A policy whose output does not move when the images are swapped has not learned to look; one that follows
 the proprio of the donor frame learned the "copycat" shortcut of behaviour cloning (continue the motion the
 arm is in). Both make closed-loop success impossible while the validation L1 still looks reasonable.
+
+`vla-adapter-ros diagnose CHECKPOINT --targeting` (implied when no DATASET is given): in the built-in
+simulation, how often the first chunk on held-out seeds heads for the cube the instruction names, next to the
+scripted expert's first chunk and chance (:mod:`vla_adapter_ros.train.targeting`).
 """
 
 from __future__ import annotations
@@ -138,27 +142,64 @@ def format_report(r: Dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .targeting import DEFAULT_FIRST_SEED, DEFAULT_NUM_SEEDS
+
     parser.add_argument("checkpoint", help="checkpoint directory (train output, export, or official layout)")
-    parser.add_argument("dataset", help="dataset written by `vla-adapter-ros convert` (ideally not trained on)")
+    parser.add_argument("dataset", nargs="?", default=None,
+                        help="dataset written by `vla-adapter-ros convert` (ideally not trained on); "
+                        "without one, only --targeting runs")
     parser.add_argument("--frames", type=int, default=256, help="frames sampled from the dataset (default 256)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cameras", nargs="+", default=None, help="dataset camera names (default: as trained)")
-    parser.add_argument("--json", dest="json_out", help="also write the numbers to this file")
+    parser.add_argument("--batch-size", type=int, default=32, help="(default 32)")
+    parser.add_argument("--seed", type=int, default=0, help="frame sampling seed (default 0)")
+    parser.add_argument("--cameras", nargs="+", default=None,
+                        help="dataset camera names (default: as trained); --targeting maps primary -> agentview")
+    parser.add_argument("--json", dest="json_out", help="also write the numbers to this file (with a dataset and "
+                        "--targeting: the offline report with a 'targeting' entry)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    t = parser.add_argument_group("targeting (simulation, no dataset needed)")
+    t.add_argument("--targeting", action="store_true",
+                   help="does the first chunk head for the instructed cube? (implied without DATASET)")
+    t.add_argument("--seeds", type=int, nargs=2, default=(DEFAULT_FIRST_SEED, DEFAULT_NUM_SEEDS),
+                   metavar=("FIRST", "COUNT"),
+                   help=f"episode seeds FIRST .. FIRST+COUNT-1 per task (default {DEFAULT_FIRST_SEED} "
+                   f"{DEFAULT_NUM_SEEDS}; collect's start at 0)")
+    t.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                   help="simulation tasks (default: all, reach_red push_blue_left lift_green)")
+    t.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="render size (default: the training dataset's if readable, else 224 224)")
+    t.add_argument("--start-jitter", type=float, default=0.0, help="arm start-pose jitter, as collect's (default 0)")
+    t.add_argument("--device", default="auto",
+                   help="model device for --targeting: auto | cpu | cuda (default auto; bf16 on CUDA, fp32 on CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.convert import ConvertError
     from ..model.checkpoint import CheckpointError
+    from .targeting import TargetingError, format_targeting, targeting_report
 
+    targeting = args.targeting or args.dataset is None
     try:
-        r = diagnose(args.checkpoint, args.dataset, args.frames, args.batch_size, args.seed, args.cameras,
-                     progress=args.progress)
-    except (DiagnoseError, CheckpointError, ConvertError, FileNotFoundError) as e:
+        if args.seeds[1] < 1:
+            raise DiagnoseError("--seeds: COUNT must be at least 1")
+        r: Dict[str, Any] = {}
+        if args.dataset is not None:
+            r = diagnose(args.checkpoint, args.dataset, args.frames, args.batch_size, args.seed, args.cameras,
+                         progress=args.progress)
+            print(format_report(r))
+        if targeting:
+            first, count = args.seeds
+            t = targeting_report(args.checkpoint, args.tasks, range(first, first + count), cameras=args.cameras,
+                                 image_size=args.image_size, start_jitter=args.start_jitter, device=args.device,
+                                 progress=args.progress)
+            if r:
+                print()
+                r["targeting"] = t
+            else:
+                r = t
+            print(format_targeting(t))
+    except (DiagnoseError, TargetingError, CheckpointError, ConvertError, FileNotFoundError) as e:
         print(f"vla-adapter-ros diagnose: {e}", file=sys.stderr)
         return 2
-    print(format_report(r))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(r, indent=2))
     return 0

@@ -88,6 +88,10 @@ class TrainConfig:
     image_aug: bool = True  # official: random crop (area 0.9) + colour jitter; off = center crop as at inference
     progress: bool = True
     unnorm_key: str = ""  # statistics key; default dataset name
+    # every N optimizer steps (0 = off): how often the first chunk heads for the instructed cube in the built-in
+    # simulation, on `targeting_seeds` held-out seeds (1000, 1001, ...) per task (train/targeting.py)
+    targeting_every: int = 0
+    targeting_seeds: int = 3
 
     def validate(self) -> "TrainConfig":
         if not self.dataset or not self.output_dir:
@@ -95,6 +99,8 @@ class TrainConfig:
         for k in ("max_steps", "batch_size", "grad_accum", "val_every", "save_every", "log_every", "lora_rank"):
             if int(getattr(self, k)) <= 0:
                 raise TrainError(f"{k} must be positive")
+        if int(self.targeting_every) < 0 or int(self.targeting_seeds) < 1:
+            raise TrainError("targeting_every must be >= 0 and targeting_seeds >= 1")
         if self.schedule not in ("cosine", "constant"):
             raise TrainError("schedule must be 'cosine' or 'constant'")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -440,6 +446,33 @@ class Trainer:
         self.model.train()
         return tot / max(cnt, 1)
 
+    def targeting(self) -> Optional[Dict[str, Any]]:
+        """Targeting rate of the current model in simulation (train/targeting.py; model only, no expert) on
+        ``cfg.targeting_seeds`` held-out seeds per task: {"rate", "tasks": {task: rate}, "blind": the rate of a
+        policy blind to the images}, or None (and a log line) when this dataset's cameras or action space have
+        no simulation counterpart."""
+        from ..inference.io_spec import IO_KEYS
+        from .targeting import DEFAULT_FIRST_SEED, TargetingError, policy_from_model, targeting_report
+
+        info = self.dataset.info.get("vla_adapter_ros", {})
+        cams = self.dataset.cameras
+        shape = self.dataset.info.get("features", {}).get(f"observation.images.{cams[0]}", {}).get("shape")
+        try:
+            if getattr(self, "_targeting_env", None) is None:
+                from ..sim.env import FrankaSimEnv
+
+                self._targeting_env = FrankaSimEnv()
+            r = targeting_report(policy_from_model(self.model, self.normalizer, self.tokenizer), None,
+                                 range(DEFAULT_FIRST_SEED, DEFAULT_FIRST_SEED + self.cfg.targeting_seeds),
+                                 io={k: info[k] for k in IO_KEYS if k in info}, cameras=cams,
+                                 image_size=shape[:2] if shape else None, expert=False, env=self._targeting_env,
+                                 progress=False)
+        except TargetingError as e:
+            self.log(f"[train] targeting check skipped: {e}")
+            return None
+        return {"rate": r["overall"]["model"]["rate"],
+                "tasks": {k: v["model"]["rate"] for k, v in r["tasks"].items()}, "blind": r["overall"]["blind"]["rate"]}
+
     def train_step(self, batches: Sequence[Dict[str, torch.Tensor]]) -> float:
         """One optimizer step over ``grad_accum`` micro-batches; returns the mean micro-batch loss."""
         self.model.train()
@@ -582,6 +615,7 @@ class Trainer:
             bar = tqdm(total=stop, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         history: List[float] = []
         last_val = None
+        last_targeting = None
         t0 = time.time()
         while self.step < stop:
             batches = [next(it) for _ in range(acc)]
@@ -605,6 +639,14 @@ class Trainer:
                         self._metric(val_l1=last_val)
                         if bar is not None:
                             bar.set_postfix(loss=f"{loss:.4f}", val=f"{last_val:.4f}", lr=f"{lr:.2e}")
+            if cfg.targeting_every and self.is_main and (self.step % cfg.targeting_every == 0 or self.step == stop):
+                last_targeting = self.targeting()
+                if last_targeting is not None:
+                    self._metric(targeting=last_targeting["rate"], targeting_tasks=last_targeting["tasks"],
+                                 targeting_blind=last_targeting["blind"])
+                    self.log(f"[train] step {self.step} targeting {last_targeting['rate']:.2f} ("
+                             + ", ".join(f"{k} {v:.2f}" for k, v in last_targeting["tasks"].items())
+                             + f"; blind {last_targeting['blind']:.2f}, chance 0.33)")
             if self.step % cfg.save_every == 0 and self.step < stop:
                 self.save()
                 self._barrier()
@@ -613,7 +655,7 @@ class Trainer:
         final = self.save(final=True) if self.step >= cfg.max_steps else self.save()
         self._barrier()
         return {"steps": self.step, "losses": history, "val_l1": last_val, "seconds": time.time() - t0,
-                "checkpoint": str(final) if final else None}
+                "checkpoint": str(final) if final else None, "targeting": last_targeting}
 
     def _barrier(self) -> None:
         if self.world > 1:
@@ -682,6 +724,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="read and decode images per sample")
     parser.add_argument("--no-image-aug", dest="image_aug", action="store_false",
                         help="no random crop / colour jitter (train on the inference center crop)")
+    parser.add_argument("--targeting-every", type=int, default=d.targeting_every,
+                        help="every N steps, log how often the first chunk heads for the instructed cube in the "
+                        f"simulation (vla-adapter-ros diagnose --targeting; default {d.targeting_every} = off)")
+    parser.add_argument("--targeting-seeds", type=int, default=d.targeting_seeds,
+                        help=f"held-out seeds per task for --targeting-every (default {d.targeting_seeds})")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="resume from OUT/checkpoints/latest (or the given checkpoint directory)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
