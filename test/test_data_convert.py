@@ -333,6 +333,38 @@ def test_pose_topic_and_separate_gripper_states(tmp_path, ts):
 def test_all_bags_bad_raises(tmp_path):
     with pytest.raises(ConvertError, match="no bag could be converted"):
         convert([tmp_path / "nope"], tmp_path / "ds", cfg())
+    assert not (tmp_path / "ds").exists()  # nothing written: a retry needs no --overwrite
+
+
+def test_output_appears_only_when_complete(tmp_path, ts, monkeypatch):
+    """A failed or interrupted conversion leaves OUT as it was (absent, or the previous dataset) and no
+    partial directory; a retry needs no --overwrite (issue 17)."""
+    import vla_adapter_ros.data.convert as conv
+
+    bags = [write_synthetic_bag(tmp_path / "bags", f"ep{i}", n_frames=8, q_of_frame=ramp(), typestore=ts)
+            for i in range(2)]
+    out = tmp_path / "ds"
+    real_add = conv.DatasetWriter.add
+
+    def interrupted(self, ep):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(conv.DatasetWriter, "add", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert(bags, out, cfg())
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "bags"]
+    monkeypatch.setattr(conv.DatasetWriter, "add", real_add)
+    assert convert(bags, out, cfg())["converted"] == 2  # the retry, without --overwrite
+    before = (out / "meta/info.json").read_text()
+    # an existing dataset: refused without overwrite, kept intact when an overwrite fails
+    with pytest.raises(ConvertError, match="not empty"):
+        convert(bags, out, cfg())
+    with pytest.raises(ConvertError, match="no bag could be converted"):
+        convert([tmp_path / "nope"], out, cfg(), overwrite=True)
+    assert (out / "meta/info.json").read_text() == before
+    assert convert(bags[:1], out, cfg(), overwrite=True)["converted"] == 1
+    assert json.loads((out / "meta/info.json").read_text())["total_episodes"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bags", "ds"]
 
 
 def test_cli(tmp_path, ts, capsys):

@@ -36,6 +36,7 @@ import argparse
 import io
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -891,12 +892,35 @@ def _jsonable(x: Any) -> Any:
 def convert(bags: Sequence[Union[str, Path]], out: Union[str, Path], cfg: Optional[ConvertConfig] = None,
             overwrite: bool = False, log=None) -> Dict[str, Any]:
     """Convert ``bags`` into the dataset ``out``. Returns the report: {"bags": [per-bag report],
-    "converted": n, "failed": n, "static": [...], "total_frames": n}. Raises ConvertError only if no bag converted."""
+    "converted": n, "failed": n, "static": [...], "total_frames": n}. Raises ConvertError if no bag converted
+    (then nothing is written). OUT appears (or is replaced, with ``overwrite``) only once the dataset is complete."""
     cfg = (cfg or ConvertConfig()).validate()
     log = log or (lambda s: None)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ConvertError(f"{out} exists and is not empty (use --overwrite)")
+    # Written next to OUT and moved into place only when done: an interrupted or failed run leaves OUT as it
+    # was (absent, or the previous dataset), so a retry needs no --overwrite.
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if partial.exists():
+        shutil.rmtree(partial)
+    try:
+        report = _convert_into(bags, partial, cfg, log)
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        os.replace(partial, out)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    return report
+
+
+def _convert_into(bags, out: Path, cfg: ConvertConfig, log) -> Dict[str, Any]:
     typestore = make_typestore()
     kin = FrankaKinematics()
-    writer = DatasetWriter(out, cfg, overwrite=overwrite)
+    writer = DatasetWriter(out, cfg, overwrite=True)
     report: Dict[str, Any] = {"bags": [], "converted": 0, "failed": 0, "static": []}
     for bag in bags:
         try:
@@ -915,9 +939,7 @@ def convert(bags: Sequence[Union[str, Path]], out: Union[str, Path], cfg: Option
             report["bags"].append({"bag": str(bag), "status": "error", "error": msg})
             report["failed"] += 1
             log(f"ERROR {msg}")
-    if report["converted"] == 0:
-        (Path(out) / "meta").mkdir(parents=True, exist_ok=True)
-        (Path(out) / "meta" / REPORT_FILE).write_text(json.dumps(_jsonable(report), indent=2))
+    if report["converted"] == 0:  # nothing is written
         raise ConvertError("no bag could be converted: " + "; ".join(b["error"] for b in report["bags"]))
     writer.finish(report)
     return report
