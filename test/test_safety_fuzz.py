@@ -185,8 +185,11 @@ def test_cli_smoke(tmp_path, capsys):
 # Episodes in which the fuzzer found real faults of earlier executor versions (issue 14): an estop
 # during a disable undone by reset + start (seed 0, ep 1 and 18), a braking delta stream reversing
 # (ep 14), a commanded tool path leaving the box (ep 10), a dry-run re-enable stepping back to the
-# real arm (seed 1, ep 88), a joint-space path bulging out of the workspace box (seed 2026, ep 231).
-@pytest.mark.parametrize("seed,episode", [(0, 1), (0, 10), (0, 14), (0, 18), (1, 88), (2026, 231)])
+# real arm (seed 1, ep 88), a joint-space path bulging out of the workspace box (seed 2026, ep 231), the
+# continuation after a stall computed from an epoch-time float difference (0.2 us off: 1.14x the jerk limit
+# in a 1 ms JTC segment; seed 2028, ep 114), a resync without a move (seed 2028, ep 94: the check's model).
+@pytest.mark.parametrize("seed,episode", [(0, 1), (0, 10), (0, 14), (0, 18), (1, 88), (2026, 231), (2028, 94),
+                                          (2028, 114)])
 def test_fuzz_found_regressions_stay_fixed(seed, episode):
     report = sf.run_fuzz(1_000_000, seed, episode=episode)
     assert report["total_violations"] == 0, sf.format_summary(report)

@@ -703,7 +703,8 @@ class ExecutorCore:
             # A late tick (the process stalled, a /clock message was lost): the controller went on
             # with the last message, reached its first point and followed its stop. Continue from
             # there, so the next command is continuous with what the arm was actually sent.
-            late = now - self._last_command_time - self.dt
+            # (whole microseconds: at ROS epoch times, ~1.7e9 s, a float difference carries ~0.2 us of noise)
+            late = round((now - self._last_command_time - self.dt) * 1e6) * 1e-6
             if late > 0.5 * self.dt:
                 self.filter.follow_stop(late, self.trajectory_points >= 2, now)
         if self.dry_run:

@@ -17,8 +17,9 @@ Joint output (stream of emitted ``Command``; a ``None`` tick = nothing sent = a 
     ticks after enable, reset, resume, go_home and estop are checked like any other. At a gap the
     controller holds the last command: that zero-velocity sample is checked too.
   * ``restart_step``: the first position after a gap differs from the last one ever sent by more
-    than 1e-6 rad (the controller still holds that one), unless the scenario moved the arm while
-    disabled *and* called ``core.resync()``. Not checked in dry run (nothing reaches a controller).
+    than 1e-6 rad (the controller still holds that one), unless the scenario called ``core.resync()``
+    since (the operator's statement that the controller was restarted where the arm is, e.g. after a
+    hand-guided move). Not checked in dry run (nothing reaches a controller).
   * ``interp_*``: a JointTrajectoryController interpolates from command k-1's first point (position,
     velocity, acceleration) to command k's first point (at its time_from_start) with a quintic
     Hermite spline; sampled at 1 kHz its position, velocity, acceleration and jerk must be within
@@ -688,7 +689,9 @@ class Episode:
             p = np.asarray(cmd.positions, dtype=float)
             moving = self.last_sent is not None and p.shape == self.last_sent.shape and \
                 float(np.max(np.abs(p - self.last_sent))) > REST_TOL
-            self.check.command(cmd, allow_restart=self.dry_run or (self.moved and self.resynced))
+            # after a resync the operator has said the controller holds the arm's measured position: the next
+            # enable starts there (a step from the last command sent if the controller was not in fact restarted)
+            self.check.command(cmd, allow_restart=self.dry_run or self.resynced)
             self.last_sent = self.follow = p
         else:
             d = np.asarray(cmd.delta, dtype=float)
