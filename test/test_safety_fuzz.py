@@ -116,8 +116,14 @@ def test_restart_step_trajectory_end_and_position_checks():
     checker = sf.JointChecker(FR3, DT, report)
     checker.command(command(READY))
     checker.gap()
-    checker.command(command(READY + 1e-3))
-    assert set(report.violations) == {"restart_step"}
+    checker.command(command(READY + 3e-6))  # one jerk-limited step from the held point, at rest: fine
+    assert report.violations == {}
+    checker.gap()
+    checker.command(command(READY + 1e-4))  # a 0.1 mrad step from rest: over the jerk limit, not a re-basing
+    assert "interp_jerk" in report.violations and "restart_step" not in report.violations
+    checker.gap()
+    checker.command(command(READY + 2e-3))  # a re-based start
+    assert {"restart_step", "acceleration", "jerk"} <= set(report.violations)
     checker.gap()
     checker.command(command(READY + 0.2), allow_restart=True)  # moved by hand + resync: allowed
     assert report.violations["restart_step"]["count"] == 1
@@ -187,9 +193,10 @@ def test_cli_smoke(tmp_path, capsys):
 # (ep 14), a commanded tool path leaving the box (ep 10), a dry-run re-enable stepping back to the
 # real arm (seed 1, ep 88), a joint-space path bulging out of the workspace box (seed 2026, ep 231), the
 # continuation after a stall computed from an epoch-time float difference (0.2 us off: 1.14x the jerk limit
-# in a 1 ms JTC segment; seed 2028, ep 114), a resync without a move (seed 2028, ep 94: the check's model).
+# in a 1 ms JTC segment; seed 2028, ep 114); the check's own model: a resync without a move (seed 2028, ep 94),
+# a first command after a gap one jerk-limited step (4 urad) from the held one (seed 2029, ep 151).
 @pytest.mark.parametrize("seed,episode", [(0, 1), (0, 10), (0, 14), (0, 18), (1, 88), (2026, 231), (2028, 94),
-                                          (2028, 114)])
+                                          (2028, 114), (2029, 151)])
 def test_fuzz_found_regressions_stay_fixed(seed, episode):
     report = sf.run_fuzz(1_000_000, seed, episode=episode)
     assert report["total_violations"] == 0, sf.format_summary(report)
