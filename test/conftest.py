@@ -50,3 +50,14 @@ def rclpy_context(ros_domain):
         yield context
     finally:
         context.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def env():
+    """A headless simulation scene shared by a test module (skipped without mujoco), closed after it."""
+    pytest.importorskip("mujoco")
+    from vla_adapter_ros.sim.env import FrankaSimEnv
+
+    sim = FrankaSimEnv()
+    yield sim
+    sim.close()

@@ -23,13 +23,6 @@ from vla_adapter_ros.sim.tasks import get_task  # noqa: E402
 KIN = FrankaKinematics()
 
 
-@pytest.fixture(scope="module")
-def env():
-    e = FrankaSimEnv()
-    yield e
-    e.close()
-
-
 def test_scene_loads_and_names(env):
     assert env.timestep <= 0.002
     assert env.joint_names == [f"fr3_joint{i}" for i in range(1, 8)]

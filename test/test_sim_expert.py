@@ -15,19 +15,11 @@ pytest.importorskip("mujoco")
 if importlib.util.find_spec("robosuite") is None:
     pytest.skip("robosuite (model files) not installed", allow_module_level=True)
 
-from vla_adapter_ros.sim.env import FrankaSimEnv  # noqa: E402
 from vla_adapter_ros.sim.expert import HoldPolicy, ScriptedExpert  # noqa: E402
 from vla_adapter_ros.sim.runner import apply_action, bench, run_episode  # noqa: E402
 from vla_adapter_ros.sim.tasks import TASKS, get_task  # noqa: E402
 
 SEEDS = range(20)
-
-
-@pytest.fixture(scope="module")
-def env():
-    e = FrankaSimEnv()
-    yield e
-    e.close()
 
 
 @pytest.mark.parametrize("task_name", sorted(TASKS))

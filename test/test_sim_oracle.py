@@ -21,19 +21,11 @@ from vla_adapter_ros.control import FrankaKinematics, load_robot_limits  # noqa:
 from vla_adapter_ros.control.kinematics import axis_angle_to_matrix  # noqa: E402
 from vla_adapter_ros.data.labels import eef_delta, integrate_eef_deltas  # noqa: E402
 from vla_adapter_ros.sim.closed_loop import OracleSource, executor_parameters, run_chunk_episode  # noqa: E402
-from vla_adapter_ros.sim.env import FrankaSimEnv  # noqa: E402
 from vla_adapter_ros.sim.expert import ScriptedExpert  # noqa: E402
 from vla_adapter_ros.sim.oracle import JOINT_LIMIT_MARGIN, ExpertOracle  # noqa: E402
 from vla_adapter_ros.sim.tasks import TASKS, get_task  # noqa: E402
 
 LIMITS = load_robot_limits("fr3_sim")
-
-
-@pytest.fixture(scope="module")
-def env():
-    e = FrankaSimEnv()
-    yield e
-    e.close()
 
 
 def test_chunk_rows_are_the_plans_labels_from_the_measured_pose(env):

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("mujoco")
 
 from vla_adapter_ros.control.kinematics import FrankaKinematics  # noqa: E402
-from vla_adapter_ros.sim.env import READY_POSE, FrankaSimEnv  # noqa: E402
+from vla_adapter_ros.sim.env import READY_POSE  # noqa: E402
 from vla_adapter_ros.sim.tasks import TASKS  # noqa: E402
 from vla_adapter_ros.train.targeting import (  # noqa: E402
     TargetingError,
@@ -29,11 +29,6 @@ from vla_adapter_ros.train.targeting import (  # noqa: E402
 P = np.array([0.3, 0.0, 0.5])
 CUBES = {"red": np.array([0.5, 0.2, 0.02]), "green": np.array([0.5, 0.0, 0.02]), "blue": np.array([0.5, -0.2, 0.02])}
 SUMMARY_KEYS = {"rate", "mean_cos", "none", "heads_for", "mean_move_mm"}
-
-
-@pytest.fixture(scope="module")
-def env():
-    return FrankaSimEnv()
 
 
 @pytest.fixture(scope="module")
