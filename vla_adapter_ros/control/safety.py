@@ -310,8 +310,7 @@ class SafetyFilter:
         if not (np.any(v != 0.0) or np.any(a != 0.0)):
             q_end = q
         else:
-            T = self._stop_duration(v, a)
-            q_end = q + v * (T / 2.0) + a * (T * T / 12.0)
+            q_end = quartic_stop_end(q, v, a, self._stop_duration(v, a))
         p = self.kinematics.fk_position(np.clip(q_end, self.hard_lo, self.hard_hi))
         return bool(np.all(p >= self._ws_min) and np.all(p <= self._ws_max))
 
@@ -447,6 +446,12 @@ def quartic_stop(q, v, a, duration, t):
     if t >= T:  # exactly at rest (no rounding residue)
         vel, acc = np.zeros_like(vel), np.zeros_like(acc)
     return pos, vel, acc
+
+
+def quartic_stop_end(q, v, a, duration):
+    """Where :func:`quartic_stop` from (q, v, a) comes to rest after ``duration``: q + v T/2 + a T^2/12."""
+    T = float(duration)
+    return q + v * (T / 2.0) + a * (T * T / 12.0)
 
 
 _LADDER = 1.03 ** np.arange(48)  # one block of candidate stop durations, 3 % apart

@@ -47,7 +47,7 @@ def stop_inside_workspace(limits, margin_m: float = WORKSPACE_MARGIN_M):
     predicts it (``control.safety.stop_duration``; the filter holds when the stop would end outside the box),
     ends with the tool at least ``margin_m`` inside the workspace box of ``limits``."""
     from vla_adapter_ros.control.kinematics import FrankaKinematics, ToolOffset
-    from vla_adapter_ros.control.safety import stop_duration
+    from vla_adapter_ros.control.safety import quartic_stop_end, stop_duration
 
     kin = FrankaKinematics(ToolOffset(limits.flange_length_m, limits.tcp_offset_m, limits.tool_yaw_rad))
     lo = np.asarray(limits.workspace_min, dtype=float) + margin_m
@@ -55,8 +55,7 @@ def stop_inside_workspace(limits, margin_m: float = WORKSPACE_MARGIN_M):
     a_max, j_max, dt = np.asarray(limits.a_max), np.asarray(limits.j_max), float(limits.control_dt)
 
     def check(q, v, a) -> bool:
-        t = stop_duration(v, a, a_max, j_max, dt)
-        p = kin.fk_position(q + v * (t / 2.0) + a * (t * t / 12.0))
+        p = kin.fk_position(quartic_stop_end(q, v, a, stop_duration(v, a, a_max, j_max, dt)))
         return bool(np.all(p >= lo) and np.all(p <= hi))
 
     return check
