@@ -49,6 +49,17 @@ def fatal(node: Node | None, message: str) -> int:
     return 1
 
 
+class _SingleThreaded(SingleThreadedExecutor):
+    # A SIGINT can shut the context down while the executor's constructor runs; rclpy's __del__ then
+    # reads an attribute the constructor never set and prints a traceback. A class-level default keeps
+    # that half-built executor's finaliser quiet.
+    _sigint_gc = None
+
+
+class _MultiThreaded(MultiThreadedExecutor):
+    _sigint_gc = None
+
+
 def run_node(
     make_node: Callable[[], Node],
     name: str,
@@ -84,7 +95,7 @@ def run_node(
     try:
         # a SIGINT that came during setup has already shut the context down: stop cleanly, no traceback
         if rclpy.ok():
-            executor = SingleThreadedExecutor() if num_threads == 1 else MultiThreadedExecutor(num_threads=num_threads)
+            executor = _SingleThreaded() if num_threads == 1 else _MultiThreaded(num_threads=num_threads)
             executor.add_node(node)
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
