@@ -145,3 +145,43 @@ def test_freshness_gate():
         "/cam", "/never"]
     assert check_fresh(last, now=10.05, max_age=0.2, required=["/cam", "/missing"]) == ["/missing"]
     assert check_fresh({}, now=0.0, max_age=1.0) == []
+
+
+def test_crash_mid_episode_leaves_a_readable_partial_bag(tmp_path, ts):
+    """episode.yaml is written at start and the pending MCAP chunk every flush_period_s of receive time, so
+    a recorder that dies before stop() leaves its instruction and all but the last moments (issue 17)."""
+    from vla_adapter_ros.data.bag_io import BagReadError, BagSource
+
+    rec = BagRecorder(tmp_path, typestore=ts, flush_period_s=0.1)
+    rec.start(EpisodeMetadata(instruction="Pick up the cube", episode_name="ep_k"))
+    partial = tmp_path / ".partial" / "ep_k"
+    assert read_episode_metadata(partial)["instruction"] == "Pick up the cube"
+    msgs = _messages(ts)  # 9 messages at 5.0, 5.05, 5.1 s (+ 0, 1, 2 ns)
+    for topic, mt, raw, t in msgs:
+        rec.write(topic, mt, raw, t)
+    # the first write starts the clock; the message at 5.1 s (0.1 s later) flushes everything up to it
+    src = BagSource(partial)  # what a crash now would leave: no metadata.yaml, no summary
+    got = list(src.messages())
+    assert src.salvaged and not src.scan.complete and len(got) == 7
+    assert [(m[0], m[2]) for m in got] == [(m[0], m[3]) for m in msgs[:7]]
+    out = rec.stop(success=True)
+    assert len(list(BagSource(out).messages())) == 9 and not BagSource(out).salvaged
+    assert read_episode_metadata(out)["success"] is True
+    # flush_period_s=0: rosbags' own chunking (1 MiB), nothing on disk yet for a small episode
+    rec = BagRecorder(tmp_path, typestore=ts, flush_period_s=0)
+    rec.start(EpisodeMetadata(instruction="x", episode_name="ep_l"))
+    for topic, mt, raw, t in msgs:
+        rec.write(topic, mt, raw, t)
+    mcap = tmp_path / ".partial" / "ep_l" / "ep_l.mcap"
+    assert mcap.stat().st_size == 0  # rosbags' file buffer: not even the magic yet
+    with pytest.raises(BagReadError, match="has 0 bytes .*before anything reached the disk"):
+        BagSource(mcap.parent)
+    rec.discard()
+    # with flushing, the header is on disk from the start: an episode cut before its first flush is empty
+    rec = BagRecorder(tmp_path, typestore=ts, topics={"/cam": "sensor_msgs/msg/Image"}, flush_period_s=1.0)
+    rec.start(EpisodeMetadata(instruction="x", episode_name="ep_m"))
+    rec.write(*[(m[0], m[1], m[2], m[3]) for m in msgs][0])
+    src = BagSource(tmp_path / ".partial" / "ep_m")
+    assert list(src.messages()) == [] and src.scan.messages == 0 and not src.scan.complete
+    out = rec.stop()
+    assert [m[0] for m in BagSource(out).messages()] == ["/cam"]

@@ -134,7 +134,7 @@ def test_idle_trimming_and_static(tmp_path, ts):
     # moving samples: k = 4..11 (target q(k+1) != q(k)); 19 samples in all
     assert ep.report["trimmed_head"] == 4 and ep.report["trimmed_tail"] == 7 and ep.report["frames"] == 8
     assert int(ep.image("primary", 0)[0, 0, 0]) == 4
-    np.testing.assert_allclose(ep.timestamp, 0.1 * np.arange(8), atol=1e-9)
+    np.testing.assert_allclose(ep.camera_time, 0.1 * np.arange(8), atol=1e-9)
     still = write_synthetic_bag(tmp_path / "bags", "still", n_frames=8, q_of_frame=lambda x: Q_HOME, typestore=ts)
     with pytest.raises(ConvertError, match="static episode"):
         extract_episode(still, cfg(), ts)
@@ -186,14 +186,14 @@ def test_corrupt_bag_isolated_and_layout(tmp_path, ts):
                                 instruction=f"task {i % 2}", typestore=ts) for i in range(3)]
     bad = write_synthetic_bag(tmp_path / "bags", "bad", n_frames=8, q_of_frame=ramp(), typestore=ts)
     mcap = next(bad.glob("*.mcap"))
-    data = mcap.read_bytes()
-    mcap.write_bytes(data[: len(data) // 2])  # truncated recording
+    mcap.write_bytes(b"not a bag, " * 100)  # corrupt (a truncated one is salvaged: test_mcap_salvage.py)
     missing = tmp_path / "bags" / "does_not_exist"
     out = tmp_path / "ds"
     rep = convert([good[0], bad, good[1], missing, good[2]], out, cfg(trim_idle=False))
     assert rep["converted"] == 3 and rep["failed"] == 2
     errs = {b["bag"]: b["error"] for b in rep["bags"] if b["status"] == "error"}
-    assert str(bad) in errs[str(bad)] and "cannot read bag" in errs[str(bad)]
+    assert str(bad) in errs[str(bad)] and "cannot read bag" in errs[str(bad)] and "\n" not in errs[str(bad)]
+    assert "not an MCAP file" in errs[str(bad)]
     assert "no such bag" in errs[str(missing)]
     # LeRobot v3 layout
     for f in ("meta/info.json", "meta/stats.json", "meta/tasks.parquet", "meta/episodes/chunk-000/file-000.parquet",
@@ -209,7 +209,7 @@ def test_corrupt_bag_isolated_and_layout(tmp_path, ts):
                                                 "names": ["height", "width", "channels"]}
     assert f["observation.state"]["shape"] == [9] and f["action"]["shape"] == [8]
     assert f["action"]["names"][-1] == "gripper"
-    for k in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+    for k in ("timestamp", "camera_timestamp", "frame_index", "episode_index", "index", "task_index"):
         assert k in f
     assert info["vla_adapter_ros"]["action_space"] == "joint_position"
     tab = pq.read_table(str(out / "data/chunk-000/file-000.parquet"))
@@ -225,7 +225,8 @@ def test_corrupt_bag_isolated_and_layout(tmp_path, ts):
     tasks = pq.read_table(str(out / "meta/tasks.parquet"))
     assert tasks.column("task").to_pylist() == ["task 0", "task 1"]
     lr_stats = json.loads((out / "meta/stats.json").read_text())
-    assert set(lr_stats) == {"action", "observation.state"} and lr_stats["action"]["count"] == [21]
+    assert set(lr_stats) == set(f) and lr_stats["action"]["count"] == [21]  # every feature (issue 17)
+    assert np.asarray(lr_stats["observation.images.primary"]["mean"]).shape == (3, 1, 1)
     # lazy image reads across row groups (16 rows each), also after pickling (DataLoader workers)
     import pickle
 
@@ -372,7 +373,8 @@ def test_cli(tmp_path, ts, capsys):
             for i in range(2)]
     p = argparse.ArgumentParser()
     add_arguments(p)
-    args = p.parse_args([*map(str, bags), str(tmp_path / "ds"), "--action-space", "joint_delta",
+    cams = ["--cameras", "/camera/primary/image_raw", "/camera/wrist/image_raw"]  # the synthetic bags' topics
+    args = p.parse_args([*map(str, bags), str(tmp_path / "ds"), *cams, "--action-space", "joint_delta",
                          "--proprio-layout", "joints", "--no-trim", "--max-age", "joints=0.02",
                          "--instruction", "Stack the blocks"])  # default: images stored at 224x224
     assert run(args) == 0
@@ -386,7 +388,7 @@ def test_cli(tmp_path, ts, capsys):
     # yaml config file; command-line options override it
     (tmp_path / "conv.yaml").write_text("action_space: eef_delta\nproprio_layout: eef_axisangle_fingers\n"
                                         "camera_names: [front, hand]\nmax_age: {joints: 0.02}\n")
-    args = p.parse_args([str(bags[0]), str(tmp_path / "ds3"), "--config", str(tmp_path / "conv.yaml"),
+    args = p.parse_args([str(bags[0]), str(tmp_path / "ds3"), *cams, "--config", str(tmp_path / "conv.yaml"),
                          "--image-size", "0", "0", "--no-gripper"])
     assert run(args) == 0
     info = json.loads((tmp_path / "ds3/meta/info.json").read_text())
@@ -460,3 +462,36 @@ def test_sim_episode_record_is_kept_for_replay(tmp_path, ts):
     rows = pq.read_table(str(tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet")).to_pylist()
     assert json.loads(rows[0]["sim_episode"]) == {"task": "lift_green", "seed": 1007, "start_jitter": 0.5}
     assert rows[1]["sim_episode"] == ""
+
+
+def test_compressed_image_decoding(ts):
+    """sensor_msgs/CompressedImage (JPEG, as recorded at 2.8 MB/s instead of 56 MB/s raw; or PNG) decodes like
+    Image; image_transport's format strings are accepted, depth images and corrupt data are clear errors."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from vla_adapter_ros.data.convert import decode_image
+    from vla_adapter_ros.data.synthetic import compressed_msg
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, size=(12, 10, 3)).astype(np.uint8)
+    CI = ts.types["sensor_msgs/msg/CompressedImage"]
+    hdr = _stamp(ts, 5)
+    buf = io.BytesIO()
+    PILImage.fromarray(img).save(buf, format="PNG")
+    png = np.frombuffer(buf.getvalue(), dtype=np.uint8)
+    for fmt in ("png", "rgb8; png compressed rgb8", "bgr8; png compressed bgr8"):
+        msg = ts.deserialize_cdr(ts.serialize_cdr(CI(header=hdr, format=fmt, data=png), "sensor_msgs/msg/CompressedImage"),
+                                 "sensor_msgs/msg/CompressedImage")
+        np.testing.assert_array_equal(decode_image(msg), img)  # lossless, RGB as stored in the file
+    flat = np.full((16, 16, 3), (200, 30, 90), dtype=np.uint8)
+    jpg = compressed_msg(ts, 5, flat, quality=95)
+    out = decode_image(jpg)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8 and np.abs(out.astype(int) - flat).max() <= 3
+    jpg.format = "rgb8; jpeg compressed bgr8"
+    assert np.abs(decode_image(jpg).astype(int) - flat).max() <= 3
+    with pytest.raises(ConvertError, match="depth image"):
+        decode_image(CI(header=hdr, format="16UC1; compressedDepth png", data=png))
+    with pytest.raises(ConvertError, match="does not decode"):
+        decode_image(CI(header=hdr, format="jpeg", data=np.frombuffer(b"not a jpeg", dtype=np.uint8)))

@@ -2,7 +2,9 @@
 
 Pipeline per bag (one bag = one episode):
 
-1. read and deserialize the configured topics (rosbags; our custom types registered from msg/);
+1. read and deserialize the configured topics (:class:`~vla_adapter_ros.data.bag_io.BagSource`: rosbags, or
+   for a recording cut short -- no metadata.yaml / MCAP summary -- every complete message salvaged by our
+   own MCAP record scan, with a one-line warning; our custom types registered from msg/);
 2. build a reference clock: the primary camera's stamps (``clock="camera"``) or a fixed rate
    (``clock="fixed"``, ``fps``);
 3. for each tick take the latest message of every source at or before the tick (sample and hold);
@@ -16,13 +18,16 @@ Pipeline per bag (one bag = one episode):
 5. trim idle head/tail frames (no arm motion, no gripper change);
 6. append to the dataset; statistics (q01/q99/min/max/mean/std) over every kept frame.
 
-A bag that cannot be read (truncated, corrupt, missing topics) gets an error line in the report and
+A bag that cannot be read (corrupt, not MCAP, missing topics) gets an error line in the report and
 contributes nothing; the others still convert. Pure Python: rosbags, numpy, pyarrow, Pillow.
+``timestamp`` is ``frame_index / fps`` (LeRobot's convention); the reference clock's time is kept in
+``camera_timestamp``. meta/stats.json and the episode table's ``stats/<feature>/<stat>`` columns hold
+LeRobot's statistics of every feature (images: per channel in [0, 1], shaped (3, 1, 1)).
 
 Output layout (LeRobot ``codebase_version`` v3.0; images embedded as PNG in the parquet files)::
 
     OUT/meta/info.json
-    OUT/meta/stats.json                  LeRobot per-feature statistics
+    OUT/meta/stats.json                  LeRobot per-feature statistics (images included)
     OUT/meta/tasks.parquet
     OUT/meta/episodes/chunk-000/file-000.parquet
     OUT/meta/dataset_statistics.json     the model's Normalizer format {name: {action, proprio, ...}}
@@ -48,7 +53,7 @@ import numpy as np
 
 from ..control.kinematics import FrankaKinematics, matrix_to_axis_angle
 from ..inference.io_spec import ACTION_SPACES, PROPRIO_LAYOUTS, build_proprio
-from .bag_io import make_typestore, read_episode_metadata
+from .bag_io import BagReadError, BagSource, make_typestore, read_episode_metadata
 from .labels import eef_delta
 
 # A bag recorded in the simulation may carry this file (written by `collect`): {"task", "seed",
@@ -60,6 +65,10 @@ CODEBASE_VERSION = "v3.0"
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 IMAGE_PREFIX = "observation.images."
+# the reference clock's time of a row (s from the episode's first kept frame); `timestamp` is frame_index / fps.
+# Not "observation.*": LeRobot would make any such column a policy input
+CAMERA_TIME_KEY = "camera_timestamp"
+SCALAR_COLUMNS = ("timestamp", CAMERA_TIME_KEY, "frame_index", "episode_index", "index", "task_index")
 NORM_STATS_FILE = "dataset_statistics.json"
 REPORT_FILE = "conversion_report.json"
 CHUNKS_SIZE = 1000
@@ -194,12 +203,19 @@ def stamp_ns(msg: Any) -> int:
 
 
 def decode_image(msg: Any) -> np.ndarray:
-    """sensor_msgs Image (rgb8/bgr8/rgba8/bgra8/mono8) or CompressedImage -> HxWx3 uint8 RGB."""
+    """sensor_msgs Image (rgb8/bgr8/rgba8/bgra8/mono8) or CompressedImage (JPEG or PNG, e.g. image_transport's
+    ``format`` "rgb8; jpeg compressed bgr8": the file itself says how to decode it) -> HxWx3 uint8 RGB."""
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):  # CompressedImage
         from PIL import Image as PILImage
 
-        with PILImage.open(io.BytesIO(bytes(msg.data))) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        fmt = str(msg.format)
+        if "compresseddepth" in fmt.lower().replace(" ", ""):
+            raise ConvertError(f"CompressedImage format {fmt!r} is a depth image, not a camera image")
+        try:
+            with PILImage.open(io.BytesIO(bytes(msg.data))) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except Exception as e:
+            raise ConvertError(f"CompressedImage (format {fmt!r}) does not decode: {type(e).__name__}: {e}") from e
     enc = msg.encoding.lower()
     chans = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1, "8uc3": 3}
     if enc not in chans:
@@ -280,12 +296,9 @@ class Series:
         return np.searchsorted(self.t, ticks, side="right") - 1
 
 
-def _read_bag(bag: Path, cfg: ConvertConfig, typestore: Any) -> Tuple[Dict[str, Series], Dict[str, Any], Dict[str, List[int]]]:
+def _read_bag(bag: Path, source: BagSource, cfg: ConvertConfig,
+              typestore: Any) -> Tuple[Dict[str, Series], Dict[str, Any], Dict[str, List[int]]]:
     """Deserialize the configured topics. Returns sources, episode metadata, raw receive times per topic."""
-    from rosbags.rosbag2 import Reader
-
-    if not bag.exists():
-        raise ConvertError(f"{bag}: no such bag")
     meta = read_episode_metadata(bag) if bag.is_dir() else {}
     roles: Dict[str, str] = {}
     for i, t in enumerate(cfg.camera_topics):
@@ -302,30 +315,34 @@ def _read_bag(bag: Path, cfg: ConvertConfig, typestore: Any) -> Tuple[Dict[str, 
     recv: Dict[str, List[int]] = {r: [] for r in roles.values()}
     arm_idx: Dict[Tuple[str, ...], List[int]] = {}
     fin_idx: Dict[Tuple[str, ...], List[int]] = {}
+    need = list(cfg.camera_topics) + [cfg.joint_state_topic]
+
+    def check_topics():
+        have = source.topics
+        missing = [t for t in need if have is not None and t not in have]
+        if missing:
+            note = f"; {source.warning()}" if source.salvaged else ""
+            raise ConvertError(f"{bag}: topics {missing} not in the bag (it has {sorted(have)}){note}")
+
+    check_topics()  # before reading, when rosbags knows the topics; a salvaged bag's after the scan
     try:
-        with Reader(bag) as reader:
-            conns = [c for c in reader.connections if c.topic in roles]
-            have = {c.topic for c in conns}
-            need = list(cfg.camera_topics) + [cfg.joint_state_topic]
-            missing = [t for t in need if t not in have]
-            if missing:
-                raise ConvertError(f"{bag}: topics {missing} not in the bag (it has {sorted(c.topic for c in reader.connections)})")
-            for conn, t_recv, raw in reader.messages(connections=conns):
-                role = roles[conn.topic]
-                if role.startswith("cam"):  # images: only the stamp now, pixels later for the kept frames
-                    t_hdr = _cdr_header_stamp(raw)
-                    value: Any = len(recv[role])  # ordinal of the message on its topic
-                else:
-                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
-                    t_hdr = stamp_ns(msg)
-                    value = _decode(role, conn.msgtype, msg, cfg, arm_idx, fin_idx)
-                t = t_hdr if (cfg.time_source == "header" and t_hdr > 0) else int(t_recv)
-                recv[role].append(int(t_recv))
-                items[role].append((t, value))
+        for topic, msgtype, t_recv, raw in source.messages(roles):
+            role = roles[topic]
+            if role.startswith("cam"):  # images: only the stamp now, pixels later for the kept frames
+                t_hdr = _cdr_header_stamp(raw)
+                value: Any = len(recv[role])  # ordinal of the message on its topic
+            else:
+                msg = typestore.deserialize_cdr(raw, msgtype)
+                t_hdr = stamp_ns(msg)
+                value = _decode(role, msgtype, msg, cfg, arm_idx, fin_idx)
+            t = t_hdr if (cfg.time_source == "header" and t_hdr > 0) else int(t_recv)
+            recv[role].append(int(t_recv))
+            items[role].append((t, value))
     except ConvertError:
         raise
     except Exception as e:  # truncated / corrupt bags surface as many different exception types
         raise ConvertError(f"{bag}: cannot read bag ({type(e).__name__}: {e})") from e
+    check_topics()
     return {r: Series.build(v) for r, v in items.items()}, meta, recv
 
 
@@ -353,32 +370,39 @@ def resize_for_storage(img: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return np.asarray(PILImage.fromarray(img).resize((w, h), PILImage.LANCZOS))
 
 
-def _load_images(bag: Path, cfg: ConvertConfig, typestore: Any, wanted: Dict[int, set]) -> Dict[int, Dict[int, bytes]]:
-    """Second pass: decode (and resize) the wanted messages of each camera (camera index -> ordinals) and
-    return them PNG-encoded, so only compressed frames stay in memory."""
-    from rosbags.rosbag2 import Reader
+def channel_histogram(img: np.ndarray) -> np.ndarray:
+    """(3, 256) int64: how many pixels of each RGB channel have each value (the exact image statistics of
+    a dataset are sums of these)."""
+    img = np.asarray(img, dtype=np.uint8)
+    return np.stack([np.bincount(img[..., c].reshape(-1), minlength=256) for c in range(3)]).astype(np.int64)
 
+
+def _load_images(bag: Path, source: BagSource, cfg: ConvertConfig, typestore: Any,
+                 wanted: Dict[int, set]) -> Tuple[Dict[int, Dict[int, bytes]], Dict[int, Dict[int, np.ndarray]]]:
+    """Second pass: decode (and resize) the wanted messages of each camera (camera index -> ordinals) and
+    return them PNG-encoded, so only compressed frames stay in memory, with each stored image's
+    :func:`channel_histogram`."""
     topic_cam = {t: i for i, t in enumerate(cfg.camera_topics)}
     out: Dict[int, Dict[int, bytes]] = {i: {} for i in wanted}
+    hist: Dict[int, Dict[int, np.ndarray]] = {i: {} for i in wanted}
     seen = {i: 0 for i in wanted}
     try:
-        with Reader(bag) as reader:
-            conns = [c for c in reader.connections if c.topic in topic_cam]
-            for conn, _t, raw in reader.messages(connections=conns):
-                ci = topic_cam[conn.topic]
-                k = seen[ci]
-                seen[ci] += 1
-                if k not in wanted[ci]:
-                    continue
-                img = decode_image(typestore.deserialize_cdr(raw, conn.msgtype))
-                if cfg.image_size is not None and img.shape[:2] != tuple(cfg.image_size):
-                    img = resize_for_storage(img, tuple(cfg.image_size))
-                out[ci][k] = encode_png(img)
+        for topic, msgtype, _t, raw in source.messages(topic_cam):
+            ci = topic_cam[topic]
+            k = seen[ci]
+            seen[ci] += 1
+            if k not in wanted[ci]:
+                continue
+            img = decode_image(typestore.deserialize_cdr(raw, msgtype))
+            if cfg.image_size is not None and img.shape[:2] != tuple(cfg.image_size):
+                img = resize_for_storage(img, tuple(cfg.image_size))
+            out[ci][k] = encode_png(img)
+            hist[ci][k] = channel_histogram(img)
     except ConvertError as e:
         raise ConvertError(f"{bag}: {e}") from e
     except Exception as e:
         raise ConvertError(f"{bag}: cannot read images ({type(e).__name__}: {e})") from e
-    return out
+    return out, hist
 
 
 def _decode(role: str, msgtype: str, msg: Any, cfg: ConvertConfig, arm_cache, fin_cache) -> Any:
@@ -453,10 +477,11 @@ class Episode:
     images: Dict[str, List[bytes]]  # PNG-encoded frames per camera name
     proprio: np.ndarray  # (N, P)
     action: np.ndarray  # (N, A)
-    timestamp: np.ndarray  # (N,) s from the first kept frame
+    camera_time: np.ndarray  # (N,) s from the first kept frame, on the reference clock (camera stamps)
     report: Dict[str, Any]
     image_shapes: Dict[str, Tuple[int, int, int]] = field(default_factory=dict)
     sim_episode: Dict[str, Any] = field(default_factory=dict)  # the bag's SIM_EPISODE_FILE, if any
+    image_hist: Dict[str, np.ndarray] = field(default_factory=dict)  # camera -> (3, 256) pixel counts, all frames
 
     def image(self, cam: str, k: int) -> np.ndarray:
         return decode_png(self.images[cam][k])
@@ -468,8 +493,18 @@ def extract_episode(bag: Union[str, Path], cfg: ConvertConfig, typestore: Any = 
     bag = Path(bag)
     typestore = typestore if typestore is not None else make_typestore()
     kin = kin or FrankaKinematics()
-    src, meta, recv = _read_bag(bag, cfg, typestore)
-    rep: Dict[str, Any] = {"bag": str(bag), "status": "ok"}
+    try:
+        source = BagSource(bag)
+    except BagReadError as e:
+        raise ConvertError(str(e)) from e
+    src, meta, recv = _read_bag(bag, source, cfg, typestore)
+    rep: Dict[str, Any] = {"bag": str(bag), "status": "ok", "warnings": []}
+    if source.salvaged and source.scan is not None:  # read by the MCAP record scan, not rosbags
+        sc = source.scan
+        rep["salvage"] = {"complete": sc.complete, "messages": sc.messages, "topics": dict(sc.topics),
+                          "duration_s": sc.duration_s, "stop": sc.stop, "files": list(sc.files),
+                          "rosbags_error": source.reason}
+        rep["warnings"].append(source.warning())
     rep["topics"] = {role: _gaps(np.asarray(v, dtype=np.int64), cfg.gap_factor) for role, v in recv.items()}
 
     instruction = cfg.instruction or ""
@@ -643,13 +678,15 @@ def extract_episode(bag: Union[str, Path], cfg: ConvertConfig, typestore: Any = 
     for ci_ in range(len(cfg.cameras)):
         cam_idx = idx[f"cam{ci_}"][keep]
         ordinals[ci_] = [src[f"cam{ci_}"].v[cam_idx[r]] for r in rows]
-    pngs = _load_images(bag, cfg, typestore, {ci_: set(o) for ci_, o in ordinals.items()})
+    pngs, hists = _load_images(bag, source, cfg, typestore, {ci_: set(o) for ci_, o in ordinals.items()})
     images = {cam: [pngs[ci_][o] for o in ordinals[ci_]] for ci_, cam in enumerate(cfg.cameras)}
+    # pixel counts over the stored rows (a camera frame held for several ticks counts once per row)
+    image_hist = {cam: np.sum([hists[ci_][o] for o in ordinals[ci_]], axis=0) for ci_, cam in enumerate(cfg.cameras)}
     ts = (t[rows] - t[rows[0]]) * 1e-9
     rep["frames"] = int(rows.size)
     rep["instruction"] = instruction
     rep["labels"] = cfg.labels
-    ep = Episode(str(bag), instruction, images, proprio[rows], action[rows], ts, rep)
+    ep = Episode(str(bag), instruction, images, proprio[rows], action[rows], ts, rep, image_hist=image_hist)
     sim_file = bag / SIM_EPISODE_FILE
     if bag.is_dir() and sim_file.is_file():
         try:
@@ -671,6 +708,56 @@ def feature_stats(x: np.ndarray) -> Dict[str, List[float]]:
         "mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "min": x.min(0).tolist(), "max": x.max(0).tolist(),
         "q01": np.quantile(x, 0.01, axis=0).tolist(), "q99": np.quantile(x, 0.99, axis=0).tolist(),
     }
+
+
+LEROBOT_QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot's q01, q10, q50, q90, q99
+
+
+def lerobot_stats(x: np.ndarray) -> Dict[str, List[float]]:
+    """LeRobot's statistics of a numeric feature (rows = frames): per dimension min, max, mean, std and the
+    quantiles q01/q10/q50/q90/q99 (exact, numpy's linear interpolation), and ``count`` [frames]. A scalar
+    feature (shape (N,)) gives one-element lists, as in LeRobot."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x.reshape(x.shape[0], -1)
+    out: Dict[str, Any] = {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
+                           "std": x.std(0).tolist(), "count": [int(x.shape[0])]}
+    for q in LEROBOT_QUANTILES:
+        out[f"q{int(round(q * 100)):02d}"] = np.quantile(x, q, axis=0).tolist()
+    return out
+
+
+def image_stats(hist: np.ndarray, frames: int) -> Dict[str, Any]:
+    """LeRobot's statistics of an image feature from the pixel counts of its frames (:func:`channel_histogram`
+    summed): per RGB channel, of the pixel values scaled to [0, 1], min/max/mean/std and quantiles
+    q01/q10/q50/q90/q99 (exact, as numpy's linear interpolation over all pixels), each shaped (3, 1, 1),
+    and ``count`` [frames] (LeRobot counts images, not pixels)."""
+    h = np.asarray(hist, dtype=np.float64).reshape(3, 256)
+    v = np.arange(256, dtype=np.float64) / 255.0
+    n = h.sum(axis=1)
+    if not np.all(n > 0):
+        raise ConvertError("image statistics of no pixels")
+    mean = (h * v).sum(axis=1) / n
+    std = np.sqrt(np.maximum((h * (v[None, :] - mean[:, None]) ** 2).sum(axis=1) / n, 0.0))
+    nz = [np.nonzero(h[c])[0] for c in range(3)]
+    cum = np.cumsum(h, axis=1)
+
+    def order_stat(c: int, i: float) -> float:  # the i-th smallest pixel value (0-based) of channel c
+        return float(v[int(np.searchsorted(cum[c], i, side="right"))])
+
+    def shaped(vals) -> List[List[List[float]]]:
+        return [[[float(x)]] for x in vals]
+
+    out: Dict[str, Any] = {"min": shaped(v[z[0]] for z in nz), "max": shaped(v[z[-1]] for z in nz),
+                           "mean": shaped(mean), "std": shaped(std), "count": [int(frames)]}
+    for q in LEROBOT_QUANTILES:
+        vals = []
+        for c in range(3):
+            pos = q * (n[c] - 1)
+            lo = math.floor(pos)
+            a = order_stat(c, lo)
+            vals.append(a + (pos - lo) * (order_stat(c, lo + 1) - a) if pos > lo else a)
+        out[f"q{int(round(q * 100)):02d}"] = shaped(vals)
+    return out
 
 
 def compute_norm_stats(actions: np.ndarray, proprio: np.ndarray, gripper_index: Optional[int],
@@ -730,8 +817,15 @@ class DatasetWriter:
         self._file_bytes = 0
         self._actions: List[np.ndarray] = []
         self._proprio: List[np.ndarray] = []
+        self._columns: Dict[str, List[np.ndarray]] = {k: [] for k in SCALAR_COLUMNS}
+        self._hist: Dict[str, np.ndarray] = {}  # camera -> (3, 256) pixel counts of every stored frame
         self.image_shapes: Dict[str, Tuple[int, int, int]] = {}
-        self.fps_values: List[float] = []
+        # the dataset's frame rate: cfg.fps, else the first episode's camera rate (rounded to an integer when
+        # within 5 %); every row's timestamp is frame_index / fps, as LeRobot expects
+        self.fps: Optional[Union[int, float]] = None
+        # the real frame periods (s): info's `dt`, the period a policy's chunk rows are played at, is their
+        # median (0.104 s for the simulation's cameras, whose fps rounds to 10); never the rounded 1 / fps
+        self.periods: List[float] = []
 
     def _schema(self):
         import pyarrow as pa
@@ -741,10 +835,29 @@ class DatasetWriter:
         fields += [
             (STATE_KEY, pa.list_(pa.float32(), len(self.cfg.proprio_names()))),
             (ACTION_KEY, pa.list_(pa.float32(), self.cfg.action_dim)),
-            ("timestamp", pa.float32()), ("frame_index", pa.int64()), ("episode_index", pa.int64()),
-            ("index", pa.int64()), ("task_index", pa.int64()),
+            ("timestamp", pa.float32()), (CAMERA_TIME_KEY, pa.float32()), ("frame_index", pa.int64()),
+            ("episode_index", pa.int64()), ("index", pa.int64()), ("task_index", pa.int64()),
         ]
         return pa.schema(fields)
+
+    def _episode_fps(self, ep: Episode) -> Optional[float]:
+        period = ep.report.get("sync_period_s")
+        return 1.0 / period if period else None
+
+    def _set_fps(self, ep: Episode) -> Union[int, float]:
+        if self.fps is None:
+            fps = self.cfg.fps if self.cfg.fps > 0 else (self._episode_fps(ep) or 0.0)
+            if not fps > 0:
+                raise ConvertError(f"{ep.bag}: cannot tell the frame rate (set fps)")
+            self.fps = int(round(fps)) if abs(fps - round(fps)) < 0.05 * max(fps, 1) else fps
+        own = self._episode_fps(ep)
+        real = 1.0 / self.cfg.fps if self.cfg.fps > 0 else ep.report.get("sync_period_s")
+        self.periods.append(real or 1.0 / self.fps)
+        if own and abs(own - self.fps) > 0.05 * self.fps:
+            ep.report.setdefault("warnings", []).append(
+                f"bag {ep.bag}: frame rate {own:.3g} Hz differs from the dataset's {self.fps} fps by more than 5 %: "
+                f"its timestamp (frame_index / fps) misstates its timing ({CAMERA_TIME_KEY} keeps the real one)")
+        return self.fps
 
     def _data_path(self, file_index: int) -> Path:
         chunk, f = divmod(file_index, CHUNKS_SIZE)
@@ -761,6 +874,7 @@ class DatasetWriter:
             shp = tuple(ep.image_shapes[cam])
             if self.image_shapes.setdefault(cam, shp) != shp:
                 raise ConvertError(f"{ep.bag}: camera {cam} images are {shp}, earlier episodes {self.image_shapes[cam]}")
+        fps = self._set_fps(ep)
         task = ep.instruction
         ti = self.tasks.setdefault(task, len(self.tasks))
         epi = len(self.episodes)
@@ -780,14 +894,24 @@ class DatasetWriter:
             cols[IMAGE_PREFIX + cam] = [{"bytes": p, "path": f"frame_{epi:06d}_{k:06d}.png"} for k, p in enumerate(pngs)]
         cols[STATE_KEY] = ep.proprio.astype(np.float32).tolist()
         cols[ACTION_KEY] = ep.action.astype(np.float32).tolist()
-        cols["timestamp"] = ep.timestamp.astype(np.float32)
-        cols["frame_index"] = np.arange(n, dtype=np.int64)
-        cols["episode_index"] = np.full(n, epi, dtype=np.int64)
-        cols["index"] = np.arange(self.total, self.total + n, dtype=np.int64)
-        cols["task_index"] = np.full(n, ti, dtype=np.int64)
+        frame_index = np.arange(n, dtype=np.int64)
+        scalars = {
+            "timestamp": (frame_index / fps).astype(np.float32),  # LeRobot: exactly frame_index / fps
+            CAMERA_TIME_KEY: np.asarray(ep.camera_time, dtype=np.float32),  # the reference clock's time
+            "frame_index": frame_index,
+            "episode_index": np.full(n, epi, dtype=np.int64),
+            "index": np.arange(self.total, self.total + n, dtype=np.int64),
+            "task_index": np.full(n, ti, dtype=np.int64),
+        }
+        cols.update(scalars)
         self._writer.write_table(pa.table(cols, schema=self._schema()), row_group_size=ROW_GROUP_SIZE)
         self._file_bytes += nbytes
         chunk, f = divmod(self.file_index, CHUNKS_SIZE)
+        # per-episode statistics, flattened as LeRobot v3.0 keeps them in its episode table
+        ep_stats: Dict[str, Dict[str, Any]] = {IMAGE_PREFIX + c: image_stats(ep.image_hist[c], n) for c in self.cfg.cameras}
+        ep_stats[STATE_KEY] = lerobot_stats(ep.proprio)
+        ep_stats[ACTION_KEY] = lerobot_stats(ep.action)
+        ep_stats.update({k: lerobot_stats(v) for k, v in scalars.items()})
         self.episodes.append({
             "episode_index": epi, "tasks": [task], "length": n,
             "data/chunk_index": chunk, "data/file_index": f,
@@ -795,12 +919,15 @@ class DatasetWriter:
             "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
             "source_bag": ep.bag,
             "sim_episode": json.dumps(ep.sim_episode) if ep.sim_episode else "",
+            **{f"stats/{feat}/{k}": v for feat, st in ep_stats.items() for k, v in st.items()},
         })
         self.total += n
         self._actions.append(ep.action)
         self._proprio.append(ep.proprio)
-        if ep.report.get("sync_period_s"):
-            self.fps_values.append(1.0 / ep.report["sync_period_s"])
+        for k, v in scalars.items():
+            self._columns[k].append(v)
+        for c in self.cfg.cameras:
+            self._hist[c] = self._hist.get(c, 0) + ep.image_hist[c]
         return epi
 
     def finish(self, report: Dict[str, Any]) -> Dict[str, Any]:
@@ -833,20 +960,22 @@ class DatasetWriter:
         gi = cfg.action_dim - 1 if cfg.gripper else None
         norm = compute_norm_stats(actions, proprio, gi, len(self.episodes))
         (meta / NORM_STATS_FILE).write_text(json.dumps({cfg.dataset_name: norm}, indent=2))
-        lr_stats = {ACTION_KEY: {**{k: v for k, v in norm["action"].items() if k != "mask"}, "count": [int(actions.shape[0])]},
-                    STATE_KEY: {**norm["proprio"], "count": [int(proprio.shape[0])]}}
+        # LeRobot's stats.json: every numeric feature, images per channel in [0, 1] shaped (3, 1, 1)
+        lr_stats: Dict[str, Any] = {IMAGE_PREFIX + c: image_stats(self._hist[c], self.total) for c in cfg.cameras}
+        lr_stats[ACTION_KEY] = lerobot_stats(actions)
+        lr_stats[STATE_KEY] = lerobot_stats(proprio)
+        lr_stats.update({k: lerobot_stats(np.concatenate(v)) for k, v in self._columns.items()})
         (meta / "stats.json").write_text(json.dumps(lr_stats, indent=2))
         # info
-        fps = cfg.fps if cfg.fps > 0 else (float(np.median(self.fps_values)) if self.fps_values else 0.0)
-        fps_out: Union[int, float] = int(round(fps)) if abs(fps - round(fps)) < 0.05 * max(fps, 1) else fps
+        fps_out = self.fps
         features: Dict[str, Any] = {}
         for cam in cfg.cameras:
             h, w, c = self.image_shapes[cam]
             features[IMAGE_PREFIX + cam] = {"dtype": "image", "shape": [h, w, c], "names": ["height", "width", "channels"]}
         features[STATE_KEY] = {"dtype": "float32", "shape": [len(cfg.proprio_names())], "names": cfg.proprio_names()}
         features[ACTION_KEY] = {"dtype": "float32", "shape": [cfg.action_dim], "names": cfg.action_names()}
-        for k, dt in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
-                      ("index", "int64"), ("task_index", "int64")):
+        for k, dt in (("timestamp", "float32"), (CAMERA_TIME_KEY, "float32"), ("frame_index", "int64"),
+                      ("episode_index", "int64"), ("index", "int64"), ("task_index", "int64")):
             features[k] = {"dtype": dt, "shape": [1], "names": None}
         info = {
             "codebase_version": CODEBASE_VERSION,
@@ -866,7 +995,8 @@ class DatasetWriter:
             "vla_adapter_ros": {
                 "action_space": cfg.action_space, "proprio_layout": cfg.proprio_layout,
                 "gripper_index": gi, "gripper_open_value": cfg.gripper_open_value,
-                "gripper_closed_value": cfg.gripper_closed_value, "dt": (1.0 / fps) if fps > 0 else None,
+                "gripper_closed_value": cfg.gripper_closed_value,
+                "dt": float(np.median(self.periods)) if self.periods else None,
                 "cameras": cfg.cameras, "dataset_name": cfg.dataset_name, "convert_config": _jsonable(asdict(cfg)),
             },
         }
@@ -921,7 +1051,7 @@ def _convert_into(bags, out: Path, cfg: ConvertConfig, log) -> Dict[str, Any]:
     typestore = make_typestore()
     kin = FrankaKinematics()
     writer = DatasetWriter(out, cfg, overwrite=True)
-    report: Dict[str, Any] = {"bags": [], "converted": 0, "failed": 0, "static": []}
+    report: Dict[str, Any] = {"bags": [], "converted": 0, "failed": 0, "static": [], "warnings": []}
     for bag in bags:
         try:
             ep = extract_episode(bag, cfg, typestore, kin)
@@ -930,6 +1060,9 @@ def _convert_into(bags, out: Path, cfg: ConvertConfig, log) -> Dict[str, Any]:
             report["converted"] += 1
             if ep.report.get("static"):
                 report["static"].append(str(bag))
+            for w in ep.report.get("warnings", []):
+                report["warnings"].append(w)
+                log(f"WARN  {w}")
             log(f"ok    {bag}: {ep.report['frames']} frames (dropped {ep.report['dropped_total']}, "
                 f"trimmed {ep.report['trimmed_head']}+{ep.report['trimmed_tail']})")
         except ConvertError as e:
@@ -1125,35 +1258,61 @@ def load_dataset(path: Union[str, Path], chunk_len: int = 8, cameras: Optional[S
 # ---------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d = ConvertConfig()
-    parser.add_argument("bags", nargs="+", help="rosbag2 bag directories (one episode each); the last argument is OUT")
+    sim_cameras = ["/camera/agentview/image_raw", "/camera/wrist/image_raw"]  # what sim_node publishes
+
+    class _Out(argparse.Action):  # OUT is named in the usage; args.bags still ends with it (BAG... OUT)
+        def __call__(self, parser, namespace, values, option_string=None):
+            namespace.out = values
+            namespace.bags = [*(getattr(namespace, "bags", None) or []), values]
+
+    parser.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 bag directories (one episode each)")
+    parser.add_argument("out", action=_Out, metavar="OUT", help="dataset directory to write (LeRobot layout)")
     parser.add_argument("--config", help="yaml file with ConvertConfig keys (command-line options override it)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    parser.add_argument("--cameras", nargs="+", metavar="TOPIC", help=f"image topics, primary first (default {d.camera_topics})")
-    parser.add_argument("--camera-names", nargs="+", metavar="NAME")
-    parser.add_argument("--joint-states", dest="joint_state_topic")
-    parser.add_argument("--gripper-states", dest="gripper_state_topic")
-    parser.add_argument("--eef-pose", dest="eef_pose_topic")
-    parser.add_argument("--command", dest="command_topic",
-                        help="commanded joints (ActionChunk/JointTrajectory/Float64MultiArray), for --labels command")
+    parser.add_argument("--cameras", nargs="+", metavar="TOPIC",
+                        help=f"image topics, primary first (default: {' '.join(sim_cameras)}: the simulation's "
+                             "cameras, as `collect` records them)")
+    parser.add_argument("--camera-names", nargs="+", metavar="NAME",
+                        help="dataset names of the cameras, in --cameras order (default: primary, wrist, cam2, ...)")
+    parser.add_argument("--joint-states", dest="joint_state_topic", metavar="TOPIC",
+                        help=f"sensor_msgs/JointState of the arm (default: {d.joint_state_topic})")
+    parser.add_argument("--gripper-states", dest="gripper_state_topic", metavar="TOPIC",
+                        help="separate JointState of the fingers (default: none, the fingers are in --joint-states)")
+    parser.add_argument("--eef-pose", dest="eef_pose_topic", metavar="TOPIC",
+                        help="geometry_msgs/PoseStamped of the tool (default: none, forward kinematics of the joints)")
+    parser.add_argument("--command", dest="command_topic", metavar="TOPIC",
+                        help="commanded joints (ActionChunk/JointTrajectory/Float64MultiArray), for --labels command "
+                             "(default: none)")
     parser.add_argument("--labels", choices=["measured", "command"],
-                        help="action = step to the next frame's measured state (default; EEF deltas sum to the real "
-                             "motion) or the command in effect until then (needs --command)")
-    parser.add_argument("--gripper-command", dest="gripper_command_topic")
-    parser.add_argument("--instruction-topic", dest="instruction_topic")
+                        help=f"action = step to the next frame's measured state (default: {d.labels}; EEF deltas "
+                             "sum to the real motion) or the command in effect until then (needs --command)")
+    parser.add_argument("--gripper-command", dest="gripper_command_topic", metavar="TOPIC",
+                        help="gripper command topic (Float64 0 open..1 closed, Bool, Float64MultiArray) for the "
+                             "gripper column (default: none, the measured finger width)")
+    parser.add_argument("--instruction-topic", dest="instruction_topic", metavar="TOPIC",
+                        help="std_msgs/String topic with the instruction (default: none, the bag metadata)")
     parser.add_argument("--instruction", help="instruction for every bag (default: bag metadata)")
-    parser.add_argument("--action-space", choices=ACTION_SPACES)
-    parser.add_argument("--proprio-layout", choices=sorted(PROPRIO_LAYOUTS))
-    parser.add_argument("--no-gripper", dest="gripper", action="store_const", const=False)
-    parser.add_argument("--clock", choices=["camera", "fixed"])
-    parser.add_argument("--fps", type=float)
-    parser.add_argument("--time-source", choices=["header", "receive"])
+    parser.add_argument("--action-space", choices=ACTION_SPACES, help=f"action columns (default: {d.action_space})")
+    parser.add_argument("--proprio-layout", choices=sorted(PROPRIO_LAYOUTS),
+                        help=f"what the proprio vector holds (default: {d.proprio_layout})")
+    parser.add_argument("--no-gripper", dest="gripper", action="store_const", const=False,
+                        help="no gripper column in the action (default: one)")
+    parser.add_argument("--clock", choices=["camera", "fixed"],
+                        help=f"frame clock: the primary camera's stamps or a fixed --fps (default: {d.clock})")
+    parser.add_argument("--fps", type=float,
+                        help="frame rate of --clock fixed (default: 0, estimated from the camera stamps)")
+    parser.add_argument("--time-source", choices=["header", "receive"],
+                        help=f"message time: header stamps or receive time (default: {d.time_source})")
     parser.add_argument("--max-age", nargs="+", metavar="SOURCE=SECONDS",
-                        help="per-source max age, sources camera, joints, pose, command, gripper_state")
-    parser.add_argument("--no-trim", dest="trim_idle", action="store_const", const=False)
-    parser.add_argument("--keep-static", action="store_const", const=True)
+                        help="per-source max age, sources camera, joints, pose, command, gripper_state (default: "
+                             + " ".join(f"{k}={v}" for k, v in d.max_age.items()) + ")")
+    parser.add_argument("--no-trim", dest="trim_idle", action="store_const", const=False,
+                        help="keep idle frames at the start and end of an episode (default: trimmed)")
+    parser.add_argument("--keep-static", action="store_const", const=True,
+                        help="keep episodes in which nothing moves (default: left out, reported)")
     parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
                         help="stored image size (default 224 224, the model's Lanczos resize); 0 0 = keep")
-    parser.add_argument("--dataset-name")
+    parser.add_argument("--dataset-name", help=f"statistics key of the dataset (default: {d.dataset_name})")
     return parser
 
 
@@ -1163,6 +1322,8 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
     d: Dict[str, Any] = {}
     if getattr(args, "config", None):
         d.update(yaml.safe_load(Path(args.config).read_text()) or {})
+    if "camera_topics" not in d and not getattr(args, "cameras", None):  # the command line's default cameras
+        d["camera_topics"] = ["/camera/agentview/image_raw", "/camera/wrist/image_raw"]  # sim_node's topics
     mapping = {"cameras": "camera_topics", "camera_names": "camera_names"}
     for k in ("cameras", "camera_names", "joint_state_topic", "gripper_state_topic", "eef_pose_topic", "command_topic",
               "gripper_command_topic", "instruction_topic", "instruction", "action_space", "proprio_layout", "gripper", "labels",
