@@ -115,5 +115,6 @@ def test_collect_two_expert_episodes_and_convert(processes, tmp_path):
 def test_collect_rejects_bad_start_jitter(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vla_adapter_ros.collect", "--start-jitter", "1.5",
                         "--output", str(tmp_path / "c"), "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "start jitter must be in [0, 1], got 1.5" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 2 and r.stderr == "collect: start jitter must be in [0, 1], got 1.5\n", r.stdout + r.stderr
+    assert r.stdout == ""
     assert not (tmp_path / "c").exists()  # nothing started, nothing written

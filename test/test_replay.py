@@ -78,7 +78,17 @@ def test_dataset_loader_finds_the_scene_of_each_episode(tmp_path):
 
 
 def test_command_line_checks(tmp_path, capsys):
-    assert main(["--oracle", str(tmp_path)]) == 2 and "--oracle takes no dataset" in capsys.readouterr().out
-    assert main([]) == 2 and "give a DATASET" in capsys.readouterr().out
-    assert main(["--oracle", "--tasks", "fly"]) == 2 and "unknown task" in capsys.readouterr().out
-    assert main(["--oracle", "--start-jitter", "3"]) == 2 and "start jitter" in capsys.readouterr().out
+    out = tmp_path / "out"
+    for argv, line in [(["--oracle", str(tmp_path)], "replay: --oracle takes no dataset"),
+                       ([], "replay: give a DATASET to replay, or --oracle"),
+                       (["--oracle", "--tasks", "fly"],
+                        "replay: unknown task 'fly'; known: ['lift_green', 'push_blue_left', 'reach_red']"),
+                       (["--oracle", "--start-jitter", "3"], "replay: start jitter must be in [0, 1], got 3.0"),
+                       (["--oracle", "--horizon", "0"], "replay: --horizon must be positive, got 0"),
+                       ([str(tmp_path / "nope")], f"replay: {tmp_path / 'nope'}: "),
+                       (["--oracle", "--params", str(tmp_path / "none.yaml")],
+                        f"replay: {tmp_path / 'none.yaml'}: parameter file not found")]:
+        assert main([*argv, "--output", str(out)]) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.err.startswith(line) and captured.err.count("\n") == 1 and captured.out == "", captured
+    assert not out.exists()  # nothing started, nothing written

@@ -45,26 +45,31 @@ CONVERT_FLAGS = "--cameras /camera/agentview/image_raw /camera/wrist/image_raw -
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"tasks to record (default: {' '.join(TASKS)})")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), metavar="TASK", help="tasks to record")
     parser.add_argument("--episodes", type=int, default=10, help="episodes (seeds) per task")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode of every task (then +1)")
-    parser.add_argument("--output", default="outputs/collect", help="folder for bags/, logs and summary.json")
+    parser.add_argument("--output", default="outputs/collect", help="folder for bags/, nodes.log and summary.json")
     parser.add_argument("--max-duration", type=float, default=0.0,
-                        help="simulated seconds per episode before it counts as failed (0: the task's limit)")
+                        help="simulated seconds per episode before it counts as failed (default 0: the task's limit)")
     parser.add_argument("--settle", type=float, default=0.5, help="simulated seconds recorded after success")
     parser.add_argument("--start-jitter", type=float, default=0.0,
                         help="0..1: start every episode from a seeded random arm pose (1 = TCP +-8/12/5 cm, "
                         "yaw +-0.3 rad): keeps the policy from reading the goal off the arm's pose")
     parser.add_argument("--keep-failures", action="store_true", help="keep failed episodes (success=false)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--image-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"),
+                        help="camera image height and width in pixels (what the bags store)")
     parser.add_argument("--camera-rate", type=float, default=10.0, help="camera frames per simulated second")
     parser.add_argument("--real-time-factor", type=float, default=1.0,
                         help="upper bound of simulated / wall time (higher: faster collection if the CPU keeps up)")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, help="s to wait for the nodes")
+    parser.add_argument("--startup-timeout", type=float, default=120.0,
+                        help="seconds to wait for the nodes (a node that exits stops the wait at once)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--direct", action="store_true",
                         help="old mode: the expert drives the controller directly, without the executor and its "
                              "limits (demonstrations a learned policy's executor cannot reproduce)")
+    parser.add_argument("--params", action="append", default=[], metavar="YAML",
+                        help="extra ROS parameter file for the nodes, after collect's own (repeatable; later files "
+                             "win); a node or parameter the nodes do not declare is an error (default: none)")
 
 
 def _params_yaml(args: argparse.Namespace, bags: Path) -> str:
@@ -91,36 +96,59 @@ def _params_yaml(args: argparse.Namespace, bags: Path) -> str:
     )
 
 
-def _node_specs(params: Path, direct: bool = False):
+def _node_specs(params: Path | None, direct: bool = False, extra=()):
+    """sim_node, executor_node (not with --direct) and recorder_node with their parameter files, then
+    ``params`` (collect's own overrides; None: left out, for the checks before it is written), then ``extra``."""
+    from vla_adapter_ros.paths import config_dir
     from vla_adapter_ros.supervisor import NodeSpec
 
-    from vla_adapter_ros.paths import config_dir
-
     config = config_dir()
+    last = ([params] if params is not None else []) + [Path(p).resolve() for p in extra]
     recorder_defaults = [config / "recorder.yaml"] if (config / "recorder.yaml").is_file() else []
-    specs = [NodeSpec("sim_node", "vla_adapter_ros.nodes.sim_node", [config / "sim.yaml", params])]
+    specs = [NodeSpec("sim_node", "vla_adapter_ros.nodes.sim_node", [config / "sim.yaml", *last])]
     if not direct:  # the executor of the simulation stack, with its parameter files
         specs.append(NodeSpec("executor_node", "vla_adapter_ros.nodes.executor_node",
-                              [config / "executor.yaml", config / "executor_sim.yaml", params]))
-    specs.append(NodeSpec("recorder_node", "vla_adapter_ros.nodes.recorder_node", [*recorder_defaults, params]))
+                              [config / "executor.yaml", config / "executor_sim.yaml", *last]))
+    specs.append(NodeSpec("recorder_node", "vla_adapter_ros.nodes.recorder_node", [*recorder_defaults, *last]))
     return specs
 
 
-def run(args: argparse.Namespace) -> int:
-    from vla_adapter_ros.stack_session import isolate_ros_graph
+def preflight(args: argparse.Namespace) -> dict[str, float]:
+    """Check the arguments before any node starts; returns each task's time limit. PreflightError names
+    the argument and the cause."""
+    from vla_adapter_ros.stack_session import PreflightError, check_params, check_tasks
 
-    print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
-    if args.episodes < 1 or not args.tasks:
-        print("collect: need at least one task and one episode")
-        return 2
+    check_tasks(args.tasks)
+    if args.episodes < 1:
+        raise PreflightError(f"--episodes must be at least 1, got {args.episodes}")
+    from vla_adapter_ros.sim.tasks import check_start_jitter, get_task
+
     try:
-        from vla_adapter_ros.sim.tasks import check_start_jitter, get_task
-
         check_start_jitter(args.start_jitter)
-        limits = {t: (args.max_duration or get_task(t).max_duration_s) for t in args.tasks}
-    except (KeyError, ValueError) as exc:
-        print(f"collect: {exc}")
+    except ValueError as exc:
+        raise PreflightError(str(exc)) from None
+    for flag, value in (("--real-time-factor", args.real_time_factor), ("--camera-rate", args.camera_rate),
+                        ("--startup-timeout", args.startup_timeout)):
+        if not value > 0:
+            raise PreflightError(f"{flag} must be positive, got {value}")
+    if min(args.image_size) < 1:
+        raise PreflightError(f"--image-size must be positive, got {' '.join(map(str, args.image_size))}")
+    check_params(_node_specs(None, bool(args.direct), getattr(args, "params", []) or []))
+    return {t: (args.max_duration or get_task(t).max_duration_s) for t in args.tasks}
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from vla_adapter_ros.stack_session import PreflightError, isolate_ros_graph
+
+    try:
+        limits = preflight(args)  # before anything starts or is written
+    except PreflightError as exc:
+        for line in str(exc).splitlines():
+            print(f"collect: {line}", file=sys.stderr, flush=True)
         return 2
+    print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
 
     from rclpy.signals import SignalHandlerOptions
     from std_srvs.srv import SetBool, Trigger
@@ -129,12 +157,12 @@ def run(args: argparse.Namespace) -> int:
     from vla_adapter_ros.data.convert import SIM_EPISODE_FILE
     from vla_adapter_ros.sim_episodes import SimEpisodes
     from vla_adapter_ros.srv import SetInstruction
-    from vla_adapter_ros.stack_session import StackSession
+    from vla_adapter_ros.stack_session import StackSession, StartupError, report_startup_failure
 
     direct = bool(args.direct)
     out_dir = Path(args.output).expanduser().resolve()
-    bags = out_dir / "bags"
-    bags.mkdir(parents=True, exist_ok=True)
+    bags = out_dir / "bags"  # the recorder creates it
+    out_dir.mkdir(parents=True, exist_ok=True)
     params = out_dir / "collect_params.yaml"
     params.write_text(_params_yaml(args, bags))
     log_path = out_dir / "nodes.log"
@@ -143,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(*_):
         interrupted.set()
 
-    session = StackSession(_node_specs(params, direct), log_path, "vla_collect", log_mode="a", interrupted=interrupted,
+    session = StackSession(_node_specs(params, direct, args.params), log_path, "vla_collect", log_mode="a",
+                           interrupted=interrupted,
                            # Ctrl-C is ours: it ends the episode cleanly
                            rclpy_init_kwargs={"signal_handler_options": SignalHandlerOptions.NO})
     print(f"starting sim ({'expert, direct' if direct else 'expert as the policy'}) + "
@@ -160,16 +189,13 @@ def run(args: argparse.Namespace) -> int:
     results: list[dict] = []
     code = 0
     recording = False
+    started = False
     bar = None
     t_start = time.monotonic()
     try:
-        ready = episodes.wait_ready(args.startup_timeout) and spin_until(
-            lambda: all(c.service_is_ready() for c in (start, stop, discard)), 30.0)
-        if not ready:
-            if not interrupted.is_set():
-                print(f"collect: the nodes did not come up (see {log_path})")
-                code = 1
-            raise KeyboardInterrupt
+        session.wait_up(lambda: episodes.wait_ready(0.0) and all(c.service_is_ready() for c in (start, stop, discard)),
+                        args.startup_timeout)
+        started = True
         total = len(args.tasks) * args.episodes
         bar = tqdm(total=total, unit="ep", disable=args.no_progress, dynamic_ncols=True)
         for task in args.tasks:
@@ -214,13 +240,19 @@ def run(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"{task} seed {seed}: {'ok' if ok else 'FAILED'} ({outcome.sim_s:.1f} s)")
                 bar.update(1)
         episodes.disable()
+    except StartupError as exc:  # said now; the nodes are stopped when the session closes
+        report_startup_failure("collect", exc, log_path)
+        code = 1
     except KeyboardInterrupt:
-        if not code:
-            print("collect: interrupted" if interrupted.is_set() or not session.stack_exited
-                  else f"collect: a node exited (see {log_path})")
-            code = 130 if interrupted.is_set() else 1
+        if session.stack_exited and not interrupted.is_set():
+            print(f"collect: {session.exit_reason()} (see {log_path})", flush=True)
+            code = 1
+        else:
+            print("collect: interrupted", flush=True)
+            code = 130
     except RuntimeError as exc:
-        print(f"collect: {exc} (see {log_path})")
+        reason = session.exit_reason() if session.stack_exited else str(exc)
+        print(f"collect: {reason} (see {log_path})", flush=True)
         code = 1
     finally:
         if bar is not None:
@@ -235,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
+    if not started:  # the run never started: no summary
+        return code or 1
     wall = time.monotonic() - t_start
     saved = [r for r in results if r["bag"]]
     per_task = {t: {"episodes": sum(r["task"] == t for r in results),
@@ -258,8 +292,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="vla-adapter-ros collect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from vla_adapter_ros.cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(prog="vla-adapter-ros collect", description=__doc__, formatter_class=HelpFormatter)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

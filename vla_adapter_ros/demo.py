@@ -45,18 +45,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (then +1 each)")
     parser.add_argument("--checkpoint", default="",
                         help="checkpoint directory (default: the shipped simulation checkpoint "
-                             "vla_adapter_ros/assets/sim_checkpoint; 'random': the random-weight model)")
+                             "vla_adapter_ros/assets/sim_checkpoint if this install has one, else random weights; "
+                             "'random': the random-weight model)")
     parser.add_argument("--max-duration", type=float, default=0.0,
-                        help="simulated seconds per episode (0: the task's own limit, as collect and replay use)")
-    parser.add_argument("--output", default="outputs/demo", help="folder for GIFs, plots, summary and logs")
-    parser.add_argument("--startup-timeout", type=float, default=300.0, help="s to wait for the nodes")
+                        help="simulated seconds per episode (default 0: the task's own limit, as collect and replay "
+                             "use)")
+    parser.add_argument("--output", default="outputs/demo",
+                        help="folder for the GIFs, joint plots, summary.json and nodes.log")
+    parser.add_argument("--startup-timeout", type=float, default=300.0,
+                        help="seconds to wait for the nodes (a node that exits stops the wait at once)")
     parser.add_argument("--no-media", action="store_true", help="skip GIFs and plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per episode stays)")
     parser.add_argument("--real-time-factor", type=float, default=1.0,
                         help="upper bound of simulated / wall time; below 1 gives a slow CPU's policy the inference "
                              "time a fast machine would have (evaluations on small machines)")
     parser.add_argument("--instruction", default="",
                         help="send this instruction for every task instead of the task's own (e.g. a language-blind "
-                             "baseline trained with one fixed instruction)")
+                             "baseline trained with one fixed instruction; default: each task's own)")
+    parser.add_argument("--params", action="append", default=[], metavar="YAML",
+                        help="extra ROS parameter file for the nodes, after the demo's own (repeatable; later files "
+                             "win); a node or parameter the nodes do not declare is an error (default: none)")
+
+
+def preflight(args: argparse.Namespace) -> str:
+    """Check the arguments before any node starts; returns the resolved checkpoint ('' = random weights).
+    PreflightError (one line per problem) names the argument and the cause."""
+    from vla_adapter_ros.stack_session import PreflightError, check_checkpoint_dir, check_params, check_tasks
+    from vla_adapter_ros.supervisor import load_stack
+
+    check_tasks(args.tasks)
+    for flag, value, ok in (("--episodes", args.episodes, args.episodes >= 1),
+                            ("--real-time-factor", args.real_time_factor, args.real_time_factor > 0),
+                            ("--max-duration", args.max_duration, args.max_duration >= 0),
+                            ("--startup-timeout", args.startup_timeout, args.startup_timeout > 0)):
+        if not ok:
+            raise PreflightError(f"{flag} must be {'at least 1' if flag == '--episodes' else 'positive'}"
+                                 f"{' or 0' if flag == '--max-duration' else ''}, got {value}")
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    if checkpoint:
+        try:
+            check_checkpoint_dir(checkpoint)
+        except PreflightError as exc:
+            raise PreflightError(f"--checkpoint: {exc}") from None
+    check_params(load_stack(_stack_file()), list(getattr(args, "params", []) or []))
+    return checkpoint
 
 
 class _Recorder:
@@ -182,8 +214,16 @@ def format_table(table: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vla_adapter_ros.stack_session import isolate_ros_graph
+    import sys
 
+    from vla_adapter_ros.stack_session import PreflightError, isolate_ros_graph
+
+    try:
+        checkpoint = preflight(args)  # before anything starts or is written
+    except PreflightError as exc:
+        for line in str(exc).splitlines():
+            print(f"demo: {line}", file=sys.stderr, flush=True)
+        return 2
     print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
@@ -196,12 +236,11 @@ def run(args: argparse.Namespace) -> int:
     from vla_adapter_ros.msg import ExecutorStatus
     from vla_adapter_ros.sim.tasks import get_task
     from vla_adapter_ros.srv import ResetEpisode
-    from vla_adapter_ros.stack_session import StackSession
+    from vla_adapter_ros.stack_session import StackSession, StartupError, report_startup_failure
     from vla_adapter_ros.supervisor import load_stack
 
     out_dir = Path(args.output).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = resolve_checkpoint(args.checkpoint)
     overrides = out_dir / "demo_params.yaml"
     overrides.write_text(
         "sim_node:\n  ros__parameters:\n"
@@ -211,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
         f"    checkpoint: {json.dumps(checkpoint)}\n"
         f"    default_max_duration: {float(args.max_duration or 12.0)}\n"
     )
-    session = StackSession(load_stack(_stack_file()), out_dir / "nodes.log", "vla_demo", extra_params=[overrides])
+    session = StackSession(load_stack(_stack_file()), out_dir / "nodes.log", "vla_demo",
+                           extra_params=[overrides, *[Path(p).resolve() for p in args.params]])
     print(f"starting sim + policy + executor (logs: {session.log_path}); policy: {checkpoint or 'random weights'}",
           flush=True)
     rec = _Recorder()
@@ -239,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
 
     results = []
     code = 0
+    started = False
     with session:
         node = session.node
         node.create_subscription(Image, "/camera/agentview/image_raw", on_image("agentview"), 10)
@@ -256,17 +297,15 @@ def run(args: argparse.Namespace) -> int:
         resync = node.create_client(Trigger, "/executor_node/resync")
         goal_client = ActionClient(node, ExecuteInstruction, "/policy_node/execute_instruction")
         try:
-            ready = session.spin_until(lambda: reset.service_is_ready() and enable.service_is_ready()
-                                       and goal_client.server_is_ready(), args.startup_timeout)
-            if not ready:
-                raise RuntimeError(f"the nodes did not come up within {args.startup_timeout:.0f} s; "
-                                   f"see {session.log_path}")
+            session.wait_up(lambda: reset.service_is_ready() and enable.service_is_ready()
+                            and goal_client.server_is_ready(), args.startup_timeout)
+            started = True
             session.log.flush()
             if "RANDOM WEIGHTS" in session.log_path.read_text():
                 print("NOTE: no trained checkpoint given: the policy has RANDOM WEIGHTS, so episodes are expected "
                       "to fail; the demo shows the plumbing (pass --checkpoint DIR for a trained model)", flush=True)
             runs = [(task, i) for task in args.tasks for i in range(args.episodes)]
-            bar = tqdm(runs, desc="episodes", unit="ep")
+            bar = tqdm(runs, desc="episodes", unit="ep", disable=args.no_progress)
             for n, (task, i) in enumerate(bar):
                 seed = args.seed + i
                 _disable_and_wait(session, enable, SetBool, executor_status)
@@ -300,11 +339,21 @@ def run(args: argparse.Namespace) -> int:
                 bar.write(f"episode {n}: {task} seed {seed}: {'SUCCESS' if success else 'FAILURE'} "
                           f"({entry['sim_seconds']} s sim, {entry['chunks']} chunks) - {entry['message']}")
             session.call(enable, SetBool.Request(data=False))
+        except StartupError as exc:  # said now; the other nodes are stopped when the session closes
+            report_startup_failure("demo", exc, session.log_path)
         except (RuntimeError, KeyboardInterrupt) as exc:
-            print(f"demo stopped: {exc or 'interrupted'}", flush=True)
-            code = 1
+            reason = session.exit_reason() if session.stack_exited else str(exc) or "interrupted"
+            if started:
+                print(f"demo stopped: {reason}", flush=True)
+                code = 1
+            elif session.stack_exited or not isinstance(exc, KeyboardInterrupt):
+                report_startup_failure("demo", StartupError(reason), session.log_path)
+            else:
+                print("demo: interrupted before the nodes came up; no results written", file=sys.stderr, flush=True)
         finally:
             state["recording"] = False
+    if not started:  # the run never started: no table, no summary, no media
+        return 1
     per_task = success_table(results, args.tasks)
     summary = {"tasks": args.tasks, "episodes": results, "per_task": per_task,
                "success_rate": per_task["average"]["success_rate"],
@@ -315,4 +364,3 @@ def run(args: argparse.Namespace) -> int:
     if len(results) < args.episodes * len(args.tasks):
         code = 1
     return code
-

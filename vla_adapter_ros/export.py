@@ -8,10 +8,11 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="checkpoint directory written by `vla-adapter-ros train`")
-    parser.add_argument("dst", help="new directory")
+    parser.add_argument("src", metavar="SRC",
+                        help="checkpoint directory written by `vla-adapter-ros train` (e.g. OUT/final)")
+    parser.add_argument("dst", metavar="OUT", help="new directory for the exported checkpoint (must not exist)")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
-                        help="storage dtype of the weights (default float16: half the size)")
+                        help="storage dtype of the weights (default: float16, half the size)")
 
 
 def run(args: argparse.Namespace) -> int:

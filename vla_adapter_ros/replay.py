@@ -135,24 +135,29 @@ def _header_stamp(raw: bytes) -> float:
 # command line
 # ---------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", nargs="?", help="dataset made by `convert` from `collect` bags (not with --oracle)")
+    parser.add_argument("dataset", nargs="?", metavar="DATASET",
+                        help="dataset made by `convert` from `collect` bags (not with --oracle)")
     parser.add_argument("--oracle", action="store_true", help="the scripted expert as the policy (sim_node oracle mode)")
     parser.add_argument("--tasks", "--task", dest="tasks", nargs="+", default=None, metavar="TASK",
-                        help="tasks (oracle default: all three; replay default: every task of the dataset)")
+                        help="tasks (default: oracle: all three; replay: every task of the dataset)")
     parser.add_argument("--episodes", type=int, default=0,
-                        help="episodes per task (oracle: default 3; replay: at most this many, default all)")
+                        help="episodes per task (default 0: oracle 3; replay: all, else at most this many)")
     parser.add_argument("--seed", type=int, default=1000, help="oracle: seed of the first episode (then +1 each)")
     parser.add_argument("--start-jitter", type=float, default=0.0, help="oracle: seeded random start poses (0..1)")
     parser.add_argument("--max-duration", type=float, default=0.0,
-                        help="simulated seconds per episode (0: the task's own limit)")
+                        help="simulated seconds per episode (default 0: the task's own limit)")
     parser.add_argument("--horizon", type=int, default=8, help="replay: rows per chunk (as the model's chunk)")
     parser.add_argument("--real-time-factor", type=float, default=1.0, help="upper bound of simulated / wall time")
     parser.add_argument("--image-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
                         help="camera size (only the frames' stamps matter here; small is cheap)")
     parser.add_argument("--output", default="outputs/replay", help="folder for summary.json and nodes.log")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, help="s to wait for the nodes")
+    parser.add_argument("--startup-timeout", type=float, default=120.0,
+                        help="seconds to wait for the nodes (a node that exits stops the wait at once)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per episode stays)")
     parser.add_argument("--params", action="append", default=[], metavar="YAML",
-                        help="extra parameter file for the nodes (repeatable; later files win), e.g. other limits")
+                        help="extra ROS parameter file for the nodes, after replay's own (repeatable; later files "
+                             "win), e.g. other limits; a node or parameter the nodes do not declare is an error "
+                             "(default: none)")
 
 
 def _params_yaml(args, first_task: str, first_seed: int, start_jitter: float) -> str:
@@ -169,17 +174,18 @@ def _params_yaml(args, first_task: str, first_seed: int, start_jitter: float) ->
     )
 
 
-def node_specs(params: Path, extra=()):
-    """sim_node and executor_node with the simulation stack's parameter files, then ``params``, then ``extra``."""
+def node_specs(params: Path | None, extra=()):
+    """sim_node and executor_node with the simulation stack's parameter files, then ``params`` (None: left out,
+    for the checks before it is written), then ``extra``."""
     from vla_adapter_ros.paths import config_dir
     from vla_adapter_ros.supervisor import NodeSpec
 
     config = config_dir()
-    extra = [Path(p) for p in extra]
+    last = ([params] if params is not None else []) + [Path(p).resolve() for p in extra]
     return [
-        NodeSpec("sim_node", "vla_adapter_ros.nodes.sim_node", [config / "sim.yaml", params, *extra]),
+        NodeSpec("sim_node", "vla_adapter_ros.nodes.sim_node", [config / "sim.yaml", *last]),
         NodeSpec("executor_node", "vla_adapter_ros.nodes.executor_node",
-                 [config / "executor.yaml", config / "executor_sim.yaml", params, *extra]),
+                 [config / "executor.yaml", config / "executor_sim.yaml", *last]),
     ]
 
 
@@ -187,6 +193,12 @@ def _plan(args) -> tuple[list[tuple[str, int, object]], float, object]:
     """[(task, seed, ReplayEpisode or None)], the start jitter, and the dataset (None for the oracle)."""
     from vla_adapter_ros.sim.tasks import check_start_jitter, get_task
 
+    for flag, value in (("--real-time-factor", args.real_time_factor), ("--horizon", args.horizon),
+                        ("--startup-timeout", args.startup_timeout)):
+        if not value > 0:
+            raise ValueError(f"{flag} must be positive, got {value}")
+    if args.episodes < 0 or args.max_duration < 0:
+        raise ValueError("--episodes and --max-duration must not be negative")
     if args.oracle:
         if args.dataset:
             raise ValueError("--oracle takes no dataset")
@@ -219,12 +231,19 @@ def _plan(args) -> tuple[list[tuple[str, int, object]], float, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vla_adapter_ros.stack_session import isolate_ros_graph
+    import sys
 
-    try:
+    from vla_adapter_ros.stack_session import check_params, isolate_ros_graph
+
+    try:  # everything checked before anything starts or is written
         runs, jitter, data = _plan(args)
-    except (KeyError, ValueError) as exc:
-        print(f"replay: {exc}")
+        check_params(node_specs(None, args.params))
+    except (KeyError, ValueError, OSError) as exc:  # also ConvertError, PreflightError (ValueErrors)
+        message = str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc)
+        if isinstance(exc, OSError):
+            message = f"{getattr(exc, 'filename', '') or args.dataset}: {exc.strerror or exc}"
+        for line in message.splitlines():
+            print(f"replay: {line}", file=sys.stderr, flush=True)
         return 2
     print(isolate_ros_graph(), flush=True)
     from rclpy.qos import qos_profile_sensor_data
@@ -236,20 +255,17 @@ def run(args: argparse.Namespace) -> int:
     from vla_adapter_ros.msg import ActionChunk
     from vla_adapter_ros.sim.tasks import get_task
     from vla_adapter_ros.sim_episodes import SimEpisodes
-    from vla_adapter_ros.stack_session import StackSession
+    from vla_adapter_ros.stack_session import StackSession, StartupError, report_startup_failure
 
     out_dir = Path(args.output).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     params = out_dir / "replay_params.yaml"
     params.write_text(_params_yaml(args, runs[0][0], runs[0][1], jitter))
     what = "oracle (scripted expert chunks)" if args.oracle else f"dataset replay of {args.dataset}"
-    missing = [p for p in args.params if not Path(p).is_file()]
-    if missing:
-        print(f"replay: no parameter file {missing[0]}")
-        return 2
     session = StackSession(node_specs(params, args.params), out_dir / "nodes.log", "vla_replay")
     print(f"starting sim + executor (logs: {session.log_path}); policy: {what}", flush=True)
     results, code = [], 0
+    started = False
     source = {"chunker": None, "stamp": None, "sequence": 0, "instruction": ""}
     with session:
         node = session.node
@@ -284,9 +300,9 @@ def run(args: argparse.Namespace) -> int:
             node.create_subscription(Header, "/vla/request_chunk", on_request, 10)
         episodes = SimEpisodes(session)
         try:
-            if not episodes.wait_ready(args.startup_timeout):
-                raise RuntimeError(f"the nodes did not come up within {args.startup_timeout:.0f} s; see {session.log_path}")
-            bar = tqdm(runs, desc="episodes", unit="ep")
+            session.wait_up(lambda: episodes.wait_ready(0.0), args.startup_timeout)
+            started = True
+            bar = tqdm(runs, desc="episodes", unit="ep", disable=args.no_progress)
             for n, (task, seed, ep) in enumerate(bar):
                 limit = args.max_duration or get_task(task).max_duration_s
                 source["chunker"] = None
@@ -311,9 +327,19 @@ def run(args: argparse.Namespace) -> int:
                 bar.write(f"episode {n}: {task} seed {seed}: {'SUCCESS' if outcome.success else 'FAILURE'} "
                           f"({entry['sim_seconds']} s sim, {outcome.wall_s:.0f} s wall; executor: {entry['executor']})")
             episodes.disable()
+        except StartupError as exc:  # said now; the other nodes are stopped when the session closes
+            report_startup_failure("replay", exc, session.log_path)
         except (RuntimeError, KeyboardInterrupt) as exc:
-            print(f"replay stopped: {exc or 'interrupted'}", flush=True)
-            code = 1
+            reason = session.exit_reason() if session.stack_exited else str(exc) or "interrupted"
+            if started:
+                print(f"replay stopped: {reason}", flush=True)
+                code = 1
+            elif session.stack_exited or not isinstance(exc, KeyboardInterrupt):
+                report_startup_failure("replay", StartupError(reason), session.log_path)
+            else:
+                print("replay: interrupted before the nodes came up; no results written", file=sys.stderr, flush=True)
+    if not started:  # the run never started: no table, no summary
+        return 1
     tasks = list(dict.fromkeys(task for task, _, _ in runs))
     per_task = success_table(results, tasks)
     summary = {"mode": "oracle" if args.oracle else "replay", "dataset": args.dataset, "start_jitter": jitter,
@@ -327,8 +353,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="vla-adapter-ros replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from vla_adapter_ros.cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(prog="vla-adapter-ros replay", description=__doc__, formatter_class=HelpFormatter)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

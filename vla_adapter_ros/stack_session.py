@@ -8,16 +8,32 @@ drives it over ROS (what `vla-adapter-ros demo` and `collect` do).
 
 Waiting stops early when a node of the stack exits (`stack_exited`) or, if given, when the
 `interrupted` event is set. Closing shuts the client down, then stops and reaps every node.
+
+`wait_up` waits for the stack's services and raises StartupError with the reason a node gave for
+exiting (its `[FATAL] ...` line) the moment one exits. The `check_*` functions validate a command's
+arguments before any node starts (PreflightError): tasks, checkpoint directories (cheaply: config and
+the safetensors header, no weights loaded), parameter files.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import struct
+import sys
 import threading
 import time
 from pathlib import Path
 
-from vla_adapter_ros.supervisor import NodeSpec, Supervisor
+from vla_adapter_ros.supervisor import NodeSpec, StackError, Supervisor, check_parameter_files
+
+
+class StartupError(RuntimeError):
+    """The stack did not come up: a node exited (the message is its reason) or the start-up timed out."""
+
+
+class PreflightError(ValueError):
+    """A command's arguments would make a node fail: found before any node starts."""
 
 
 PRIVATE_DOMAINS = (100, 200)  # [first, last) ROS_DOMAIN_ID picked for a self-contained stack
@@ -73,7 +89,22 @@ class StackSession:
     @property
     def stack_exited(self) -> bool:
         """A node of the stack exited (the supervisor then stops the rest)."""
-        return "code" in self._exit
+        return self.supervisor.first_exit is not None or "code" in self._exit
+
+    def exit_reason(self) -> str:
+        """'NODE exited with code N: <the reason it printed>' once a node exited, else ''."""
+        return self.supervisor.exit_reason()
+
+    def wait_up(self, predicate, timeout: float) -> None:
+        """Spin until `predicate()` holds (the stack's services are ready). StartupError at once when a node
+        exits (with that node's reason), or after `timeout` s; KeyboardInterrupt when interrupted."""
+        if self.spin_until(predicate, timeout):
+            return
+        if self.stack_exited:
+            raise StartupError(self.exit_reason() or "a node exited during start-up")
+        if self.interrupted is not None and self.interrupted.is_set():
+            raise KeyboardInterrupt
+        raise StartupError(f"the nodes did not come up within {timeout:.0f} s")
 
     def spin_until(self, predicate, timeout: float, interruptible: bool = True) -> bool:
         """Process client callbacks until `predicate()` holds; False on timeout, stack exit or
@@ -106,3 +137,111 @@ class StackSession:
         if self._thread.is_alive():
             self._thread.join(stop_timeout)
         self.log.close()
+
+
+def report_startup_failure(command: str, exc: BaseException, log_path: Path, out=None) -> None:
+    """The terminal lines of a run that never started: the reason, and where the nodes' output is."""
+    out = out if out is not None else sys.stderr
+    print(f"{command}: {exc}", file=out, flush=True)
+    print(f"{command}: the run did not start; no results written (nodes' output: {log_path})", file=out, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# preflight: argument checks before any node starts
+# ---------------------------------------------------------------------------------------------
+def check_tasks(tasks) -> None:
+    """Every task name is a simulation task (PreflightError naming the unknown one and the known ones)."""
+    try:
+        from vla_adapter_ros.sim.tasks import get_task
+    except (ImportError, RuntimeError) as exc:  # no mujoco, or an unusable MUJOCO_GL
+        raise PreflightError(f"the simulation cannot be loaded: {type(exc).__name__}: {exc} "
+                             "(see vla-adapter-ros info)") from None
+    if not tasks:
+        raise PreflightError("give at least one task")
+    for task in tasks:
+        try:
+            get_task(task)
+        except (KeyError, ValueError) as exc:
+            raise PreflightError(str(exc).strip("'\"")) from None
+
+
+def check_params(specs: list[NodeSpec], extra_params=()) -> None:
+    """The stack's and the user's parameter files name only nodes of the stack and parameters they declare."""
+    try:
+        check_parameter_files(specs, extra_params)
+    except StackError as exc:
+        raise PreflightError(str(exc)) from None
+
+
+MODEL_FILE, CONFIG_FILE, STATS_FILE = "model.safetensors", "config.yaml", "dataset_statistics.json"
+
+
+def check_safetensors_header(path: Path) -> None:
+    """A safetensors file whose header parses and whose tensors lie inside the file (reads the header only)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise PreflightError(f"{path}: not a safetensors file ({size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n < 2 or 8 + n > size:
+                raise PreflightError(f"{path}: not a safetensors file (no valid header in its {size} bytes)")
+            header = json.loads(f.read(n).decode("utf-8"))
+    except OSError as exc:
+        raise PreflightError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PreflightError(f"{path}: not a safetensors file (header is not JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise PreflightError(f"{path}: not a safetensors file (header is not a JSON object)")
+    data = size - 8 - n
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            raise PreflightError(f"{path}: corrupt safetensors header (tensor {name!r})")
+        end = max(end, offsets[1])
+    if end != data:
+        raise PreflightError(f"{path}: corrupt or truncated safetensors file (the header describes {end} bytes "
+                             f"of tensor data, the file holds {data})")
+
+
+def check_checkpoint_dir(path) -> None:
+    """What the policy node loads first, checked in milliseconds: the directory exists, its config parses,
+    its statistics are JSON and model.safetensors has a sound header. PreflightError names the file."""
+    path = Path(path)
+    if not path.is_dir():
+        raise PreflightError(f"{path}: checkpoint directory not found" if not path.exists()
+                             else f"{path}: not a directory (a checkpoint is a directory)")
+    official = any(path.glob("action_head--*.pt")) or (
+        (path / "config.json").is_file() and not (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file())
+    if official:  # the released layout (see model/checkpoint.py)
+        try:
+            json.loads((path / "config.json").read_text())
+        except OSError:
+            raise PreflightError(f"{path / 'config.json'}: file not found") from None
+        except json.JSONDecodeError as exc:
+            raise PreflightError(f"{path / 'config.json'}: cannot parse JSON: {exc}") from None
+    else:
+        from vla_adapter_ros.model.config import ConfigError, VLAAdapterConfig  # no torch
+
+        if not (path / CONFIG_FILE).is_file():
+            raise PreflightError(f"{path / CONFIG_FILE}: file not found (not a checkpoint directory?)")
+        try:
+            VLAAdapterConfig.load(path / CONFIG_FILE)
+        except (ConfigError, OSError, ValueError, TypeError) as exc:
+            msg = str(exc)
+            raise PreflightError(msg if str(path) in msg else f"{path / CONFIG_FILE}: {msg}") from None
+        stats = path / STATS_FILE
+        try:
+            json.loads(stats.read_text())
+        except FileNotFoundError:
+            raise PreflightError(f"{stats}: file not found") from None
+        except (OSError, ValueError) as exc:
+            raise PreflightError(f"{stats}: cannot read JSON: {exc}") from None
+    if not (path / MODEL_FILE).is_file():
+        raise PreflightError(f"{path / MODEL_FILE}: file not found")
+    check_safetensors_header(path / MODEL_FILE)

@@ -16,7 +16,12 @@ A stack file (YAML) names the nodes; parameter files are resolved relative to th
 
 from __future__ import annotations
 
+import ast
+import collections
+import difflib
+import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,13 +29,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterable
 
 import yaml
 
 
 class StackError(ValueError):
-    """A malformed stack file."""
+    """A malformed stack file, or a parameter file the nodes would misread (unknown node or key)."""
 
 
 @dataclass
@@ -86,6 +91,166 @@ def load_stack(path: str | Path) -> list[NodeSpec]:
     return specs
 
 
+# ---------------------------------------------------------------------------------------------
+# parameter files: every key must be a parameter the node declares (checked before any node starts)
+# ---------------------------------------------------------------------------------------------
+ROS_NODE_PARAMETERS = ("use_sim_time", "start_type_description_service")  # declared by every rclpy node
+PACKAGE_NODES = ("sim_node", "policy_node", "executor_node", "recorder_node", "libero_node")
+_WILDCARDS = ("**", "*")
+_declared_cache: dict[str, frozenset[str] | None] = {}
+
+
+def _defaults_keys_from_source(path: Path) -> frozenset[str] | None:
+    """Keys of the module-level ``DEFAULTS = {...}`` literal, read without importing the module (no ROS,
+    no side effects); None when the module has no such literal with plain string keys."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+            else []
+        if any(isinstance(t, ast.Name) and t.id == "DEFAULTS" for t in targets) and isinstance(node.value, ast.Dict):
+            keys = node.value.keys
+            if all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in keys):
+                return frozenset(k.value for k in keys)
+            return None
+    return None
+
+
+def declared_parameters(module: str) -> frozenset[str] | None:
+    """Names of the parameters the node run by ``python -m module`` declares: the keys of its module-level
+    DEFAULTS dict (what ``nodes.common.declare`` declares) plus rclpy's own; None when unknown (a module of
+    another package, or one without DEFAULTS): its parameter files are not checked."""
+    if module not in _declared_cache:
+        keys = None
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            keys = _defaults_keys_from_source(Path(spec.origin))
+            if keys is None and "DEFAULTS" in Path(spec.origin).read_text():
+                try:  # DEFAULTS built in another way: import the module (rclpy import, no node is started)
+                    defaults = getattr(importlib.import_module(module), "DEFAULTS", None)
+                    keys = frozenset(defaults) if isinstance(defaults, dict) else None
+                except Exception:
+                    keys = None
+        _declared_cache[module] = None if keys is None else keys | frozenset(ROS_NODE_PARAMETERS)
+    return _declared_cache[module]
+
+
+def _flatten(params: dict, prefix: str = "") -> Iterable[str]:
+    """ROS reads nested mappings under ros__parameters as dotted names."""
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, name + ".")
+        else:
+            yield name
+
+
+def _closest(word: str, options: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, sorted(options), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _node_of_section(key: str) -> str:
+    """'policy_node', '/policy_node', '/ns/policy_node', '/**/policy_node' -> 'policy_node'; '/**' -> '**'."""
+    last = str(key).strip("/").rsplit("/", 1)[-1]
+    return "**" if last in _WILDCARDS or not last else last
+
+
+def check_parameter_file(path: str | Path, nodes: dict[str, frozenset[str] | None]) -> list[str]:
+    """Problems of one ROS parameter file for a stack whose nodes are ``{node name: declared names or None}``:
+    a section for a node that is neither in the stack nor one of this package's nodes, or a key the node
+    does not declare (with the closest declared name). Returns one line per problem, [] when the file is fine."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        return [f"{path}: cannot read parameter file: {exc.strerror or exc}"]
+    except yaml.YAMLError as exc:
+        return [f"{path}: not valid YAML: {' '.join(str(exc).split())}"]
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return [f"{path}: expected a mapping of node names to 'ros__parameters:'"]
+    problems: list[str] = []
+    sections = list(data.items())
+    while sections:
+        section, body = sections.pop(0)
+        if isinstance(body, dict) and "ros__parameters" not in body and body and \
+                all(isinstance(v, dict) for v in body.values()):
+            sections[:0] = [(f"{section}/{k}", v) for k, v in body.items()]  # namespace: node: ros__parameters
+            continue
+        node = _node_of_section(section)
+        label = str(section) if node == "**" else node
+        if node == "**":
+            known_sets = [k for k in nodes.values() if k is not None]
+            known = frozenset().union(*known_sets) if known_sets else None
+        elif node in nodes:
+            known = nodes[node]
+        elif node in PACKAGE_NODES:  # a file shared with another stack: still check its keys
+            known = declared_parameters(f"vla_adapter_ros.nodes.{node}")
+        else:
+            problems.append(f"{path}: node {node!r} is not part of this stack (nodes: {', '.join(nodes)})"
+                            + _closest(node, [*nodes, *PACKAGE_NODES]))
+            continue
+        params = body.get("ros__parameters") if isinstance(body, dict) else None
+        if params is None and isinstance(body, dict) and "ros__parameters" in body:
+            continue  # an empty section
+        if not isinstance(params, dict):
+            problems.append(f"{path}: {label}: expected 'ros__parameters:' with a mapping under the node name")
+            continue
+        if known is None:
+            continue
+        for name in _flatten(params):
+            if name in known or name.startswith("qos_overrides."):
+                continue
+            problems.append(f"{path}: {label}: unknown parameter {name!r}" + _closest(name, known))
+    return problems
+
+
+def check_parameter_files(specs: list[NodeSpec], extra_params: Iterable[str | Path] = ()) -> None:
+    """Before a stack starts: every parameter file its nodes get (their own, then the ``extra_params`` given
+    to every node) names only nodes of the stack (or of this package) and parameters those nodes declare.
+    StackError with one line per problem, e.g.
+    ``my.yaml: sim_node: unknown parameter 'real_time_factr' (did you mean 'real_time_factor'?)``."""
+    nodes = {spec.name: declared_parameters(spec.module) for spec in specs}
+    problems, seen = [], set()
+    for spec in specs:
+        for path in [*spec.params, *extra_params]:
+            path = Path(path)
+            if path in seen:
+                continue
+            seen.add(path)
+            if not path.is_file():
+                problems.append(f"{path}: parameter file not found")
+                continue
+            problems += check_parameter_file(path, nodes)
+    if problems:
+        raise StackError("\n".join(problems))
+
+
+# the one-line reason a node gives when it cannot start (nodes.common.fatal), without rclpy's prefix
+_FATAL = re.compile(r"^\[FATAL\]\s*(?:\[[0-9.]+\]\s*\[[^\]]*\]:\s*)?(?P<message>.*)$")
+
+
+def failure_reason(lines: Iterable[str]) -> str:
+    """A node's own explanation of its exit, from the last lines it printed: its ``[FATAL] ...`` line, else
+    the last line of a Python traceback (``SomeError: ...``), else its last line ('' when it printed nothing)."""
+    lines = [line.strip() for line in lines if line.strip()]
+    for line in reversed(lines):
+        match = _FATAL.match(line)
+        if match and match.group("message"):
+            return match.group("message")
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", line):
+            return line
+    return lines[-1] if lines else ""
+
+
 class Supervisor:
     """Runs the children; `run()` blocks until all are gone and returns the stack's exit code."""
 
@@ -97,6 +262,9 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.env = env
         self.children: dict[str, subprocess.Popen] = {}
+        self.first_exit: tuple[str, int] | None = None  # (node, exit code) of the first child that exited
+        self.tails: dict[str, collections.deque] = {}  # the last lines of each child's output
+        self.pumps: dict[str, threading.Thread] = {}
         self._stop_requested = threading.Event()
         self._print_lock = threading.Lock()
 
@@ -104,8 +272,25 @@ class Supervisor:
         for raw in iter(stream.readline, b""):
             line = raw.decode(errors="replace").rstrip("\n")
             with self._print_lock:
+                self.tails[name].append(line)
                 print(f"[{name}] {line}", file=self.out, flush=True)
         stream.close()
+
+    def exit_reason(self, wait: float = 2.0) -> str:
+        """'NODE exited with code N: <its reason>' for the first child that exited ('' while none has).
+        Waits up to ``wait`` s for the rest of that child's output."""
+        if self.first_exit is None:
+            return ""
+        name, code = self.first_exit
+        pump = self.pumps.get(name)
+        if pump is not None:
+            pump.join(wait)
+        with self._print_lock:
+            reason = failure_reason(self.tails.get(name, ()))
+        reason = reason.removeprefix(f"{name}: ")  # fatal() lines name the node: once is enough
+        how = f"code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}" if -code in \
+            signal.valid_signals() else f"code {code}"
+        return f"{name} exited with {how}" + (f": {reason}" if reason else " (it printed nothing)")
 
     def _start(self) -> list[threading.Thread]:
         pumps = []
@@ -116,9 +301,11 @@ class Supervisor:
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
             self.children[spec.name] = proc
+            self.tails[spec.name] = collections.deque(maxlen=40)
             pump = threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True)
             pump.start()
             pumps.append(pump)
+            self.pumps[spec.name] = pump
             self._say(f"started {spec.name} (pid {proc.pid})")
         return pumps
 
@@ -158,7 +345,7 @@ class Supervisor:
             while not self._stop_requested.is_set():
                 for name, proc in self.children.items():
                     if proc.poll() is not None:
-                        first_exit = (name, proc.returncode)
+                        first_exit = self.first_exit = (name, proc.returncode)
                         break
                 if first_exit:
                     self._say(f"{first_exit[0]} exited with code {first_exit[1]}: stopping the stack")
@@ -177,7 +364,9 @@ class Supervisor:
 
 
 def run_stack(path: str | Path, extra_params: list[Path] = ()) -> int:
-    supervisor = Supervisor(load_stack(path), extra_params)
+    specs = load_stack(path)
+    check_parameter_files(specs, extra_params)  # a typo in a key is an error, not a silently ignored line
+    supervisor = Supervisor(specs, extra_params)
     previous = {sig: signal.signal(sig, supervisor.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return supervisor.run()

@@ -791,11 +791,14 @@ def format_summary(rep: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ticks", type=int, default=1_000_000, help="control ticks in all (episodes of 300-3000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="scenario seed (a report names it)")
     parser.add_argument("--episode", type=int, default=None, help="run only this episode (reproduce a report)")
-    parser.add_argument("--robots", nargs="+", choices=sorted(HARD), default=["fr3", "panda"])
-    parser.add_argument("--cores", nargs="+", choices=["joint", "eef"], default=["joint", "eef"])
-    parser.add_argument("--json", default=None, metavar="OUT", help="write the full report here")
+    parser.add_argument("--robots", nargs="+", choices=sorted(HARD), default=["fr3", "panda"],
+                        help="robots whose limit files are fuzzed")
+    parser.add_argument("--cores", nargs="+", choices=["joint", "eef"], default=["joint", "eef"],
+                        help="executor outputs to fuzz: joint positions and/or EEF deltas")
+    parser.add_argument("--output", "--json", dest="json", default=None, metavar="OUT",
+                        help="write the full report to this JSON file (--json: the old spelling)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

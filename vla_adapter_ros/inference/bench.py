@@ -66,8 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed calls per mode and batch size (default 50; 3 for a large model on the CPU)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed calls before timing (default 5; 1 for a large model on the CPU)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], metavar="B")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], metavar="B",
+                        help="batch sizes to time (observations per forward pass)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="engines to time: eager (InferenceEngine) and/or optimized (FastInferenceEngine)")
     parser.add_argument("--image-size", type=int, default=224, help="camera image side in pixels")
     parser.add_argument("--check-inputs", type=int, default=None,
                         help="fresh random inputs for the error check (default 3; 1 for a large model on the CPU)")
@@ -75,8 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-jpeg", action="store_true",
                         help="leave out the processor's JPEG round trip (on for the official preset): "
                              "time the model path alone")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, metavar="OUT", help="write the results here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    parser.add_argument("--output", "--json", dest="json", default=None, metavar="OUT",
+                        help="write the results to this JSON file (--json: the old spelling)")
 
 
 DEFAULTS = {"iters": 50, "warmup": 5, "check_inputs": 3}

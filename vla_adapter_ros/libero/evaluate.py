@@ -40,8 +40,8 @@ def _config_dir() -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="[SUITE=]DIR",
-                        help="checkpoint directory for every suite, or SUITE=DIR per suite (repeatable); "
-                             "none: the random-weight tiny model (plumbing only)")
+                        help="checkpoint directory for every suite, or SUITE=DIR per suite (repeatable; "
+                             "default: none, the random-weight tiny model: plumbing only)")
     parser.add_argument("--suites", nargs="+", default=DEFAULT_SUITES, choices=list(SUITES), metavar="SUITE",
                         help=f"suites to evaluate (default: {' '.join(DEFAULT_SUITES)})")
     parser.add_argument("--episodes-per-task", type=int, default=50, help="episodes per task (official: 50)")
@@ -57,9 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--libero-python", default=str(ROOT / ".venv-libero" / "bin" / "python"),
                         help="interpreter of the LIBERO environment (scripts/setup_libero.sh)")
     parser.add_argument("--output", default="outputs/libero_eval", help="folder for summary.json and logs")
-    parser.add_argument("--startup-timeout", type=float, default=600.0, help="s to wait for the nodes")
+    parser.add_argument("--startup-timeout", type=float, default=600.0,
+                        help="seconds to wait for the nodes (a node that exits stops the wait at once)")
     parser.add_argument("--episode-timeout", type=float, default=0.0,
-                        help="wall s per episode before giving up (0: 5 s per step, at least 600)")
+                        help="wall s per episode before giving up (default 0: 5 s per step, at least 600)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="accepted as by the other long-running commands; libero-eval has no progress bar "
+                             "(one line per episode)")
 
 
 @dataclass
@@ -139,7 +143,10 @@ def _episode_number(message: str) -> int:
     return int(match.group(1))
 
 
-def _run_suite(suite: str, checkpoint: str, args: argparse.Namespace, out_dir: Path, tasks: list[int]) -> list[dict]:
+def _run_suite(suite: str, checkpoint: str, args: argparse.Namespace, out_dir: Path, tasks: list[int],
+               on_startup_failure=None) -> list[dict]:
+    """The episodes of one suite. A node that exits during start-up raises StartupError at once;
+    `on_startup_failure(error, log_path)` is called first, before the other nodes are stopped."""
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
     from std_msgs.msg import String
@@ -147,7 +154,7 @@ def _run_suite(suite: str, checkpoint: str, args: argparse.Namespace, out_dir: P
 
     from vla_adapter_ros.action import ExecuteInstruction
     from vla_adapter_ros.srv import ResetEpisode
-    from vla_adapter_ros.stack_session import StackSession
+    from vla_adapter_ros.stack_session import StackSession, StartupError
 
     params = out_dir / f"params_{suite}.yaml"
     params.write_text(_overrides(suite, tasks[0], checkpoint, args))
@@ -168,9 +175,13 @@ def _run_suite(suite: str, checkpoint: str, args: argparse.Namespace, out_dir: P
         reset = node.create_client(ResetEpisode, "/libero_node/reset_episode")
         enable = node.create_client(SetBool, "/executor_node/enable")
         goals = ActionClient(node, ExecuteInstruction, "/policy_node/execute_instruction")
-        if not session.spin_until(lambda: reset.service_is_ready() and enable.service_is_ready()
-                                  and goals.server_is_ready(), args.startup_timeout):
-            raise RuntimeError(f"the nodes did not come up within {args.startup_timeout:.0f} s; see {session.log_path}")
+        try:  # StartupError at once when a node exits (its reason), or after the timeout
+            session.wait_up(lambda: reset.service_is_ready() and enable.service_is_ready()
+                            and goals.server_is_ready(), args.startup_timeout)
+        except StartupError as exc:
+            if on_startup_failure is not None:
+                on_startup_failure(exc, session.log_path)
+            raise
         max_steps = int(args.max_steps) if args.max_steps > 0 else SUITES[suite]
         timeout = args.episode_timeout or max(600.0, 5.0 * (max_steps + NUM_STEPS_WAIT))
         for task in tasks:
@@ -219,32 +230,70 @@ def _run_suite(suite: str, checkpoint: str, args: argparse.Namespace, out_dir: P
     return results
 
 
-def run(args: argparse.Namespace) -> int:
-    from vla_adapter_ros.stack_session import isolate_ros_graph
+def preflight(args: argparse.Namespace) -> dict[str, str]:
+    """Check the arguments before any node starts; returns the checkpoint of each suite ('' = random weights).
+    PreflightError names the argument and the cause."""
+    from vla_adapter_ros.stack_session import PreflightError, check_checkpoint_dir, check_params
 
-    print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
     if not Path(args.libero_python).is_file():
-        print(f"libero-eval: no LIBERO environment at {args.libero_python}: run scripts/setup_libero.sh "
-              "(or pass --libero-python)", file=sys.stderr)
-        return 2
+        raise PreflightError(f"no LIBERO environment at {args.libero_python}: run scripts/setup_libero.sh "
+                             "(or pass --libero-python)")
     try:
         checkpoints = checkpoints_by_suite(args.checkpoint, args.suites)
     except ValueError as exc:
-        print(f"libero-eval: {exc}", file=sys.stderr)
+        raise PreflightError(str(exc)) from None
+    for suite, path in checkpoints.items():
+        if path:
+            try:
+                check_checkpoint_dir(path)
+            except PreflightError as exc:
+                raise PreflightError(f"--checkpoint ({suite}): {exc}") from None
+    if args.episodes_per_task < 1:
+        raise PreflightError(f"--episodes-per-task must be at least 1, got {args.episodes_per_task}")
+    if args.tasks is not None and min(args.tasks) < 0:
+        raise PreflightError(f"--tasks: task indices start at 0, got {min(args.tasks)}")
+    if args.first_init_state < 0 or args.max_steps < 0:
+        raise PreflightError("--first-init-state and --max-steps must not be negative")
+    check_params(node_specs(args.libero_python))
+    return checkpoints
+
+
+def run(args: argparse.Namespace) -> int:
+    from vla_adapter_ros.stack_session import PreflightError, StartupError, isolate_ros_graph, report_startup_failure
+
+    try:
+        checkpoints = preflight(args)  # before anything starts or is written
+    except PreflightError as exc:
+        for line in str(exc).splitlines():
+            print(f"libero-eval: {line}", file=sys.stderr, flush=True)
         return 2
+    print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
     out_dir = Path(args.output).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     episodes: list[dict] = []
     rates: dict[str, float] = {}
     code = 0
+    finished = 0  # suites that ran to the end
+
+    def on_startup_failure(exc, log_path):  # said at once, before the other nodes are stopped
+        if not finished:
+            report_startup_failure("libero-eval", exc, log_path)
+
     for suite in args.suites:
         tasks = args.tasks if args.tasks is not None else list(range(_suite_size(args.libero_python, suite)))
         try:
-            results = _run_suite(suite, checkpoints[suite], args, out_dir, tasks)
+            results = _run_suite(suite, checkpoints[suite], args, out_dir, tasks, on_startup_failure)
+        except StartupError as exc:
+            if not finished:  # the run never started: no summary
+                return 1
+            print(f"libero-eval stopped in {suite}: {exc}", flush=True)
+            code = 1
+            break
         except (RuntimeError, KeyboardInterrupt) as exc:
             print(f"libero-eval stopped in {suite}: {exc or 'interrupted'}", flush=True)
             code = 1
             break
+        finished += 1
         episodes += results
         if results:
             rates[suite] = sum(r["success"] for r in results) / len(results)

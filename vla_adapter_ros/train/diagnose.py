@@ -153,9 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="frame sampling seed (default 0)")
     parser.add_argument("--cameras", nargs="+", default=None,
                         help="dataset camera names (default: as trained); --targeting maps primary -> agentview")
-    parser.add_argument("--json", dest="json_out", help="also write the numbers to this file (with a dataset and "
-                        "--targeting: the offline report with a 'targeting' entry)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--output", "--json", dest="json_out", metavar="OUT",
+                        help="also write the numbers to this JSON file (with a dataset and --targeting: the offline "
+                             "report with a 'targeting' entry; --json: the old spelling)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     t = parser.add_argument_group("targeting (simulation, no dataset needed)")
     t.add_argument("--targeting", action="store_true",
                    help="does the first chunk head for the instructed cube? (implied without DATASET)")

@@ -683,36 +683,49 @@ def _plain(x: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d = TrainConfig()
-    parser.add_argument("dataset", help="dataset directory written by `vla-adapter-ros convert`")
-    parser.add_argument("output_dir", help="run directory (checkpoints, final/, metrics.jsonl)")
-    parser.add_argument("--base", default=d.base, help="base checkpoint directory, or a preset name for random init "
-                        f"(default {d.base})")
-    parser.add_argument("--max-steps", type=int, default=d.max_steps)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="per device")
-    parser.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule)
-    parser.add_argument("--warmup-steps", type=int, default=None, help="default 3%% of max steps")
-    parser.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
-    parser.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    parser.add_argument("--no-lora", dest="use_lora", action="store_false", help="full fine-tuning")
+    parser.add_argument("dataset", metavar="DATASET", help="dataset directory written by `vla-adapter-ros convert`")
+    parser.add_argument("output_dir", metavar="OUT",
+                        help="run directory (the result: checkpoints/, final/, metrics.jsonl)")
+    parser.add_argument("--base", default=d.base,
+                        help="base checkpoint directory, or a preset name for random init: tiny, tiny-112 (CPU-sized, "
+                             "as in the README's examples) or vla-adapter-0.5b (default: vla-adapter-0.5b, the full "
+                             "0.5B model: needs a GPU-sized machine)")
+    parser.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps to train")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per device per micro-step")
+    parser.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                        help="micro-steps per optimizer step (effective batch = batch size x this)")
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule,
+                        help="learning-rate schedule after the linear warm-up")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="warm-up steps (default: 3%% of max steps)")
+    parser.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio,
+                        help="cosine floor as a fraction of --lr")
+    parser.add_argument("--grad-clip", type=float, default=d.grad_clip,
+                        help="clip the gradient norm to this (0: no clipping, as the official recipe)")
+    parser.add_argument("--no-lora", dest="use_lora", action="store_false",
+                        help="full fine-tuning (default: LoRA on the backbone + the full policy)")
     parser.add_argument("--freeze-embeddings", action="store_true",
                         help="keep the token embedding table fixed (much faster full fine-tuning of small models)")
-    parser.add_argument("--lora-rank", type=int, default=d.lora_rank)
-    parser.add_argument("--lora-alpha", type=float, default=None, help="default 2 * rank")
-    parser.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
-    parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    parser.add_argument("--val-every", type=int, default=d.val_every)
-    parser.add_argument("--val-batches", type=int, default=d.val_batches)
-    parser.add_argument("--save-every", type=int, default=d.save_every)
-    parser.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
-    parser.add_argument("--log-every", type=int, default=d.log_every)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--num-workers", type=int, default=d.num_workers)
-    parser.add_argument("--device", default=d.device)
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision)
-    parser.add_argument("--cameras", nargs="+", default=None, help="dataset camera names, primary first")
+    parser.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA rank")
+    parser.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: 2 * rank)")
+    parser.add_argument("--lora-dropout", type=float, default=d.lora_dropout, help="LoRA dropout")
+    parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                        help="fraction of episodes held out for validation (at least one when there are two or more)")
+    parser.add_argument("--val-every", type=int, default=d.val_every, help="validate every N optimizer steps")
+    parser.add_argument("--val-batches", type=int, default=d.val_batches, help="batches per validation")
+    parser.add_argument("--save-every", type=int, default=d.save_every,
+                        help="write a checkpoint to OUT/checkpoints/ every N optimizer steps")
+    parser.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
+                        help="how many of the newest step checkpoints to keep")
+    parser.add_argument("--log-every", type=int, default=d.log_every, help="log the loss every N optimizer steps")
+    parser.add_argument("--seed", type=int, default=d.seed, help="random seed (initialisation, split, sampling)")
+    parser.add_argument("--num-workers", type=int, default=d.num_workers, help="data loader worker processes")
+    parser.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision,
+                        help="auto: bf16 autocast on CUDA, else fp32")
+    parser.add_argument("--cameras", nargs="+", default=None,
+                        help="dataset camera names, primary first (default: the dataset's)")
     parser.add_argument("--chunk-len", type=int, default=None, help="actions per chunk (default: the base model's)")
     parser.add_argument("--no-proprio", dest="use_proprio", action="store_false", default=None,
                         help="train a model without proprioceptive input (default: as the base model)")
@@ -731,7 +744,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help=f"held-out seeds per task for --targeting-every (default {d.targeting_seeds})")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="resume from OUT/checkpoints/latest (or the given checkpoint directory)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
 
