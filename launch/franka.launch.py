@@ -11,9 +11,15 @@ keep the platform's values; arguments that are given override them.
 The executor starts DISABLED on every platform: nothing moves until
     ros2 service call /executor_node/enable std_srvs/srv/SetBool "{data: true}"
 Use dry_run:=true to see the commands on /executor_node/dry_run/joint_trajectory without moving.
+
+Arguments are checked before any node starts (vla_adapter_ros/launch_args.py): booleans are true or
+false, choices are enforced, and gripper_output franka (the real platform's) needs franka_msgs
+(franka_ros2); gripper_output:=auto falls back to none with a warning. Both nodes are required: when
+one exits, the launch shuts down with its reason.
 """
 
 import os
+from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -21,30 +27,10 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from vla_adapter_ros.platforms import resolve_platform
+from vla_adapter_ros.launch_args import FRANKA_ARGUMENTS, check_gripper_output, required, validate
+from vla_adapter_ros.platforms import node_section, resolve_platform
 
-ARGUMENTS = [
-    ("platform", "real", "real (franka_ros2) | mujoco (a running sim_node) | gazebo | isaac"),
-    ("checkpoint", "", "checkpoint directory (empty: random weights, for plumbing tests only)"),
-    ("device", "auto", "auto | cpu | cuda | cuda:N"),
-    ("robot_type", "", "fr3 | panda | path to a limits file; renames the joints (empty: the platform's)"),
-    ("controller", "", "jtc (JointTrajectoryController) | forward (forward position controller) | "
-                       "sim (sensor_msgs/JointState, e.g. Isaac /joint_command); empty: the platform's"),
-    ("jtc_topic", "", "JointTrajectory command topic, controller jtc (empty: the platform's)"),
-    ("forward_topic", "", "Float64MultiArray command topic, controller forward (empty: the platform's)"),
-    ("sim_topic", "", "JointState command topic, controller sim (empty: the platform's)"),
-    ("agentview_topic", "", "third-person camera, sensor_msgs/Image (empty: the platform's)"),
-    ("wrist_topic", "", "wrist camera, sensor_msgs/Image (empty: the platform's)"),
-    ("joint_state_topic", "", "sensor_msgs/JointState with arm and finger joints (empty: the platform's)"),
-    ("eef_pose_topic", "", "geometry_msgs/PoseStamped of the hand TCP (empty: the platform's; real: "
-                           "forward kinematics)"),
-    ("gripper_output", "", "none | topic | franka (empty: the platform's; real: franka)"),
-    ("use_sim_time", "", "follow /clock (empty: the platform's; true for the simulators)"),
-    ("dry_run", "false", "compute and publish commands on a debug topic only; actuate nothing"),
-    ("auto_enable", "false", "enable the executor at start (never on a real robot unless you mean it)"),
-    ("policy_params", "", "extra parameter file for policy_node (checkpoint-specific I/O, e.g. action_scale)"),
-    ("executor_params", "", "extra parameter file for executor_node"),
-]
+ARGUMENTS = FRANKA_ARGUMENTS  # name, default, description, choices: vla_adapter_ros/launch_args.py
 
 # launch argument -> the (node, parameter) pairs it sets when given
 OVERRIDE_ARGUMENTS = {
@@ -58,24 +44,21 @@ OVERRIDE_ARGUMENTS = {
 }
 
 
-def _bool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
 def launch_setup(context, *args, **kwargs):
-    arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    # strict: dry_run:=ture or controller:=bogus stop the launch here, before any node starts
+    arg = validate(ARGUMENTS, {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS})
     config = os.path.join(get_package_share_directory("vla_adapter_ros"), "config")
     overrides = {
         "policy_node": {"checkpoint": arg["checkpoint"], "device": arg["device"]},
-        "executor_node": {"dry_run": _bool(arg["dry_run"]), "auto_enable": _bool(arg["auto_enable"])},
+        "executor_node": {"dry_run": arg["dry_run"], "auto_enable": arg["auto_enable"]},
     }
     for name, targets in OVERRIDE_ARGUMENTS.items():
         if arg[name]:
             for node, key in targets:
                 overrides[node][key] = arg[name]
-    if arg["use_sim_time"]:
+    if arg["use_sim_time"] is not None:
         for node in overrides:
-            overrides[node]["use_sim_time"] = _bool(arg["use_sim_time"])
+            overrides[node]["use_sim_time"] = arg["use_sim_time"]
     if arg["agentview_topic"] or arg["wrist_topic"]:
         cameras = resolve_platform(arg["platform"], config_dir=config)["policy_node"].params["camera_topics"]
         overrides["policy_node"]["camera_topics"] = [arg["agentview_topic"] or cameras[0],
@@ -83,18 +66,29 @@ def launch_setup(context, *args, **kwargs):
     # Checks names, keys, types and joint names here: a mistake fails the launch, not a node later.
     resolved = resolve_platform(arg["platform"], robot=arg["robot_type"] or None, overrides=overrides,
                                 config_dir=config)
+    # the real platform's Franka Hand needs franka_ros2: refuse the launch rather than run without a gripper
+    gripper_output = resolved["executor_node"].params["gripper_output"]
+    if arg["executor_params"]:  # the extra file may choose another gripper output
+        try:
+            gripper_output = node_section(Path(arg["executor_params"]), "executor_node").get(
+                "gripper_output", gripper_output)
+        except (OSError, ValueError):
+            pass  # the node reads (and judges) that file itself
+    check_gripper_output(gripper_output)
     nodes = []
     for name in ("policy_node", "executor_node"):
         params = [*(str(path) for path in resolved[name].files), resolved[name].overrides]
         extra = arg["policy_params" if name == "policy_node" else "executor_params"]
         if extra:
             params.append(extra)  # last: wins over everything above
-        nodes.append(Node(package="vla_adapter_ros", executable=name, name=name,
-                          parameters=params, output="screen", emulate_tty=True))
+        # required: when one exits (e.g. it cannot start), the launch stops with its reason
+        nodes += required(Node(package="vla_adapter_ros", executable=name, name=name,
+                               parameters=params, output="screen", emulate_tty=True), name)
     return nodes
 
 
 def generate_launch_description():
-    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
-                for name, default, text in ARGUMENTS]
+    declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
+                                      **({"choices": a.launch_choices()} if a.choices else {}))
+                for a in ARGUMENTS]
     return LaunchDescription(declared + [OpaqueFunction(function=launch_setup)])

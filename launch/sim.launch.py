@@ -3,7 +3,10 @@
     ros2 launch vla_adapter_ros sim.launch.py task:=lift_green checkpoint:=/path/to/ckpt
 
 Starts the node set of config/sim_stack.yaml with the same parameter files (what
-`vla-adapter-ros up config/sim_stack.yaml` starts without ros2 launch).
+`vla-adapter-ros up config/sim_stack.yaml` starts without ros2 launch). The policy's instruction is
+the task's (vla_adapter_ros/sim/tasks.py) unless `instruction:=...` says otherwise. Arguments are
+checked before any node starts (vla_adapter_ros/launch_args.py); every node is required: when one
+exits, the launch shuts down with its reason.
 """
 
 import os
@@ -14,32 +17,31 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-ARGUMENTS = [
-    ("task", "reach_red", "reach_red | push_blue_left | lift_green"),
-    ("seed", "0", "placement seed of the first episode"),
-    ("checkpoint", "", "checkpoint directory (empty: random weights)"),
-    ("device", "auto", "auto | cpu | cuda | cuda:N"),
-    ("camera_rate_hz", "10.0", "simulated camera rate"),
-]
+from vla_adapter_ros.launch_args import SIM_ARGUMENTS, required, sim_instruction, validate
+
+ARGUMENTS = SIM_ARGUMENTS  # name, default, description, choices: vla_adapter_ros/launch_args.py
 
 
 def launch_setup(context, *args, **kwargs):
-    arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    arg = validate(ARGUMENTS, {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS})
     config = os.path.join(get_package_share_directory("vla_adapter_ros"), "config")
-    return [
-        Node(package="vla_adapter_ros", executable="sim_node", name="sim_node", output="screen",
-             parameters=[os.path.join(config, "sim.yaml"),
-                         {"task": arg["task"], "seed": int(arg["seed"]),
-                          "camera_rate_hz": float(arg["camera_rate_hz"])}]),
-        Node(package="vla_adapter_ros", executable="policy_node", name="policy_node", output="screen",
-             parameters=[os.path.join(config, "policy.yaml"), os.path.join(config, "policy_sim.yaml"),
-                         {"checkpoint": arg["checkpoint"], "device": arg["device"]}]),
-        Node(package="vla_adapter_ros", executable="executor_node", name="executor_node", output="screen",
-             parameters=[os.path.join(config, "executor.yaml"), os.path.join(config, "executor_sim.yaml")]),
-    ]
+    instruction = arg["instruction"] or sim_instruction(arg["task"])
+    nodes = {
+        "sim_node": [os.path.join(config, "sim.yaml"),
+                     {"task": arg["task"], "seed": arg["seed"], "camera_rate_hz": arg["camera_rate_hz"]}],
+        "policy_node": [os.path.join(config, "policy.yaml"), os.path.join(config, "policy_sim.yaml"),
+                        {"checkpoint": arg["checkpoint"], "device": arg["device"], "instruction": instruction}],
+        "executor_node": [os.path.join(config, "executor.yaml"), os.path.join(config, "executor_sim.yaml")],
+    }
+    actions = []
+    for name, parameters in nodes.items():
+        actions += required(Node(package="vla_adapter_ros", executable=name, name=name, output="screen",
+                                 parameters=parameters), name)
+    return actions
 
 
 def generate_launch_description():
-    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
-                for name, default, text in ARGUMENTS]
+    declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
+                                      **({"choices": a.launch_choices()} if a.choices else {}))
+                for a in ARGUMENTS]
     return LaunchDescription(declared + [OpaqueFunction(function=launch_setup)])

@@ -427,6 +427,9 @@ def test_resync_only_while_disabled(processes, robot, tmp_path):
     start_executor(processes, tmp_path)
     assert robot.enable().success, robot.describe()
     robot.wait_state("running")
+    reply = robot.enable()  # idempotent: enabling an enabled executor is no failure and changes nothing
+    assert reply.success and reply.message == "already enabled (running): nothing changed", reply.message
+    robot.wait_state("running")
     reply = robot.trigger("resync")
     assert not reply.success, reply.message
     assert robot.enable(False).success

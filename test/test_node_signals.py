@@ -60,3 +60,50 @@ def test_an_executor_built_while_sigint_shuts_the_context_down_finalises_quietly
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("refused:") == 2, out.stdout  # the race is real: the constructor does raise
     assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
+
+
+def _small_policy_params(path):
+    path.write_text("policy_node:\n  ros__parameters:\n    warmup_iterations: 1\n    trigger: rate\n"
+                    "    rate_hz: 20.0\n    instruction: pick up the red cube\n")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals", [
+    pytest.param([signal.SIGINT], id="sigint"),
+    pytest.param([signal.SIGINT, signal.SIGINT], id="double-sigint"),
+    pytest.param([signal.SIGTERM], id="sigterm"),
+])
+def test_policy_node_stops_cleanly_on_signals(processes, tmp_path, signals):
+    """A ready policy node (its status timer and rate trigger running): exit 0, silent, within seconds."""
+    pytest.importorskip("torch")
+    params = _small_policy_params(tmp_path / "policy.yaml")
+    child = processes.start("policy_node", [sys.executable, "-m", "vla_adapter_ros.nodes.policy_node",
+                                            "--ros-args", "--params-file", str(params)])
+    child.wait_for_output("ready:", timeout=240)
+    start = time.monotonic()
+    for i, sig in enumerate(signals):
+        if i:
+            time.sleep(0.3)
+        if child.alive():
+            child.proc.send_signal(sig)
+    code = child.proc.wait(60)
+    took = time.monotonic() - start
+    out = child.output()
+    tail = out[out.rfind("ready:"):]
+    assert code == 0, out
+    assert "Traceback" not in tail and "Exception" not in tail, tail
+    assert took < 4.5, f"{took:.1f} s"  # ros2 launch escalates to SIGTERM after 5 s
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_executor_node_double_signal_is_quiet(processes, sig):
+    child = processes.start("executor_node", [sys.executable, "-m", "vla_adapter_ros.nodes.executor_node"])
+    child.wait_for_output("ready:", timeout=120)
+    child.proc.send_signal(sig)
+    time.sleep(0.05)
+    if child.alive():
+        child.proc.send_signal(signal.SIGINT)
+    code = child.proc.wait(30)
+    out = child.output()
+    assert code == 0 and "Traceback" not in out and "KeyboardInterrupt" not in out, out

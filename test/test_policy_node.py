@@ -212,7 +212,7 @@ def test_bad_inputs_are_refused_with_a_reason(processes, robot, tmp_path):
     robot.camera_delay = [0.0, 2.0]
     robot.spin_until(lambda: False, 0.5)
     robot.assert_no_chunks_from(t_bad, 1.5)
-    refused_with("stale input: camera1")
+    refused_with("stale input: /cam/wrist")  # the topic, not an internal name
     robot.camera_delay = [0.0, 0.0]
     robot.wait_chunks(1)
 
@@ -249,6 +249,15 @@ def test_bad_inputs_are_refused_with_a_reason(processes, robot, tmp_path):
 def test_request_trigger_and_execute_instruction_cancel(processes, robot, tmp_path):
     policy = start_policy(processes, tmp_path, trigger="request")
     requests = robot.node.create_publisher(Header, "/vla/request_chunk", 10)
+    # a request without an instruction: no chunk, and a (throttled) warning that says how to set one
+    assert robot.spin_until(lambda: requests.get_subscription_count() > 0, 30)
+    for _ in range(3):
+        requests.publish(Header())
+        robot.spin_until(lambda: False, 0.2)
+    policy.wait_for_output("chunk request ignored: no instruction is set", timeout=30)
+    assert "ros2 service call /policy_node/set_instruction" in policy.output()
+    assert policy.output().count("no instruction is set") == 1  # throttled
+    assert not robot.chunks
     client = ActionClient(robot.node, ExecuteInstruction, "/policy_node/execute_instruction")
     assert robot.spin_until(client.server_is_ready, 30)
 
@@ -323,4 +332,5 @@ def test_unknown_engine_is_a_clear_load_error(processes, tmp_path):
     while child.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not child.alive() and child.proc.returncode == 1
-    assert "engine must be 'eager' or 'optimized', got 'turbo'" in child.output()
+    assert "engine must be one of eager, optimized; got 'turbo'" in child.output()
+    assert "loading model" not in child.output()  # refused with the parameters, before the model loads

@@ -59,10 +59,21 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_adapter_ros.control import Chunk, ExecutorCore, ExecutorState, load_robot_limits
 from vla_adapter_ros.msg import ActionChunk, ExecutorStatus
-from vla_adapter_ros.nodes.common import declare, now_seconds, run_node, seconds_to_duration, stamp_seconds
+from vla_adapter_ros.nodes.common import (
+    Param,
+    check_specs,
+    declare,
+    live_parameters,
+    now_seconds,
+    run_node,
+    seconds_to_duration,
+    stamp_seconds,
+    watch_clock,
+)
 
 OUTPUTS = ("jtc", "forward", "sim", "eef_delta")
-GRIPPER_OUTPUTS = ("none", "topic", "franka")
+GRIPPER_OUTPUTS = ("none", "topic", "franka", "auto")
+BLEND_MODES = ("replace", "crossfade", "ensemble")
 
 DEFAULTS = {
     "robot": "fr3",  # bundled limits (config/robots/<robot>.yaml) or a path to a limits file
@@ -89,7 +100,7 @@ DEFAULTS = {
     "require_start_pose": True,
     "dry_run": False,
     "auto_enable": False,  # real robots: False (call ~/enable); simulation may enable at start
-    "gripper_output": "none",  # none | topic (std_msgs/Float64 0 open..1 closed) | franka (Move/Grasp)
+    "gripper_output": "none",  # none | topic (Float64 0 open..1 closed) | franka (Move/Grasp) | auto
     "gripper_topic": "/gripper/command",
     "gripper_action_ns": "/fr3_gripper",
     "gripper_open_width": 0.08,
@@ -100,6 +111,56 @@ DEFAULTS = {
     "gripper_close_threshold": 0.7,
 }
 
+# what each parameter means; `live` ones can be changed with `ros2 param set` (see _validate_live)
+PARAMETERS = {
+    "robot": Param("robot limits: a bundled name (config/robots/<robot>.yaml: fr3, panda, ...) or a path to "
+                   "a limits file"),
+    "control_rate_hz": Param("control rate in Hz; 0 = the robot file's control_dt", range=(0.0, 10000.0)),
+    "output": Param("command output: jtc (JointTrajectory), forward (Float64MultiArray positions), "
+                    "sim (JointState), eef_delta (Cartesian steps)", choices=OUTPUTS),
+    "jtc_topic": Param("JointTrajectory command topic (output jtc)"),
+    "forward_topic": Param("Float64MultiArray position command topic (output forward)"),
+    "sim_topic": Param("JointState command topic (output sim)"),
+    "eef_delta_topic": Param("Float64MultiArray [dx dy dz drx dry drz gripper] command topic (output eef_delta)"),
+    "max_step_translation_m": Param("output eef_delta: clamp of each step's translation (m)", range=(0.0, 1.0)),
+    "max_step_rotation_rad": Param("output eef_delta: clamp of each step's rotation (rad)", range=(0.0, 3.2)),
+    "trajectory_points": Param("points per JointTrajectory message (later points brake to rest)", range=(1, 3)),
+    "joint_state_topic": Param("sensor_msgs/JointState input"),
+    "chunk_topic": Param("ActionChunk input"),
+    "request_topic": Param("std_msgs/Header chunk requests (published while the queue is low)"),
+    "request_period": Param("minimum time between chunk requests while the queue is low (s)",
+                            range=(0.0, 10.0), live=True),
+    "status_topic": Param("ExecutorStatus output"),
+    "status_rate_hz": Param("ExecutorStatus rate (Hz)", range=(0.1, 1000.0)),
+    "blend_mode": Param("how a new chunk joins the queue", choices=BLEND_MODES, live=True),
+    "crossfade_steps": Param("blend_mode crossfade: steps over which the new chunk fades in", range=(0, 1000),
+                             live=True),
+    "ensemble_decay": Param("blend_mode ensemble: exponential weight decay per older prediction",
+                            range=(0.0, 10.0), live=True),
+    "refill_threshold_s": Param("ask for the next chunk when less than this much of the queue is left (s)",
+                                range=(0.0, 10.0), live=True),
+    "finish_distance": Param("queue dry: finish the last target if this close (rad), else brake",
+                             range=(0.0, 3.2), live=True),
+    "require_start_pose": Param("enable/start only near the robot file's start_pose"),
+    "dry_run": Param("compute and publish the commands on ~/dry_run/* only; actuate nothing (never changes "
+                     "on a running node: restart it)"),
+    "auto_enable": Param("enable at start-up (simulation only; a real robot waits for ~/enable)"),
+    "gripper_output": Param("gripper commands: none, topic (std_msgs/Float64 0 open..1 closed on gripper_topic), "
+                            "franka (franka_msgs Move/Grasp actions, needs franka_ros2), auto (franka when "
+                            "franka_msgs is installed, else none with a warning)", choices=GRIPPER_OUTPUTS),
+    "gripper_topic": Param("gripper command topic (gripper_output topic)"),
+    "gripper_action_ns": Param("namespace of the franka gripper actions (gripper_output franka)"),
+    "gripper_open_width": Param("franka gripper: opening width (m)", range=(0.0, 0.08), live=True),
+    "gripper_speed": Param("franka gripper: speed (m/s)", range=(0.001, 0.2), live=True),
+    "grasp_force": Param("franka gripper: grasp force (N)", range=(0.0, 140.0), live=True),
+    "grasp_epsilon": Param("franka gripper: grasp width tolerance, inner and outer (m)", range=(0.0, 0.08),
+                           live=True),
+    "gripper_open_threshold": Param("gripper closure below this opens (hysteresis; < gripper_close_threshold)",
+                                    range=(0.0, 1.0), live=True),
+    "gripper_close_threshold": Param("gripper closure above this closes (hysteresis; > gripper_open_threshold)",
+                                     range=(0.0, 1.0), live=True),
+}
+check_specs(DEFAULTS, PARAMETERS)
 
 SUPERSEDED = "superseded by a newer chunk before it was processed"
 
@@ -213,12 +274,8 @@ class ChunkWorker:
 class ExecutorNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("executor_node", **node_kwargs)
-        self.p = declare(self, DEFAULTS)
+        self.p = declare(self, DEFAULTS, PARAMETERS)
         p = self.p
-        if p["output"] not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {p['output']!r}")
-        if p["gripper_output"] not in GRIPPER_OUTPUTS:
-            raise ValueError(f"gripper_output must be one of {GRIPPER_OUTPUTS}, got {p['gripper_output']!r}")
         self.limits = load_robot_limits(p["robot"])
         dt = 1.0 / float(p["control_rate_hz"]) if p["control_rate_hz"] > 0 else None
         self.core = ExecutorCore(
@@ -263,6 +320,8 @@ class ExecutorNode(Node):
         else:
             self.command_pub = self.create_publisher(JointState, p["sim_topic"], 10)
         self._setup_gripper()
+        live_parameters(self, PARAMETERS, self.p, validate=self._validate_live, apply=self._apply_live)
+        watch_clock(self)
 
         self.create_service(SetBool, "~/enable", self._on_enable, callback_group=control)
         for name, method in [("pause", self.core.pause), ("resume", self.core.resume),
@@ -290,18 +349,59 @@ class ExecutorNode(Node):
                 "command as a step at its own update rate, so the motion it sees is continuous only when "
                 "control_rate_hz equals that rate (1000 for franka_ros2); see README, Safety")
 
+    # ------------------------------------------------------------------ live parameters
+    def _validate_live(self, values: dict, changes: dict) -> Optional[str]:
+        if not values["gripper_open_threshold"] < values["gripper_close_threshold"]:
+            return (f"gripper_open_threshold ({values['gripper_open_threshold']}) must be below "
+                    f"gripper_close_threshold ({values['gripper_close_threshold']})")
+        unused = [k for k in ("blend_mode", "crossfade_steps", "ensemble_decay", "finish_distance")
+                  if k in changes and self.p["output"] == "eef_delta"]
+        if unused:
+            return f"{', '.join(unused)}: not used with output eef_delta"
+        return None
+
+    def _apply_live(self, changes: dict) -> None:
+        core = self.core
+        scheduler = getattr(core, "scheduler", None)
+        with core._lock:  # noqa: SLF001 (the chunk worker uses the core concurrently)
+            if "refill_threshold_s" in changes:
+                if scheduler is not None:
+                    scheduler.refill_threshold_s = float(changes["refill_threshold_s"])
+                else:
+                    core.refill_threshold_s = float(changes["refill_threshold_s"])
+            if "finish_distance" in changes:
+                core.finish_distance = float(changes["finish_distance"])
+            if scheduler is not None:
+                for key, cast in (("blend_mode", str), ("crossfade_steps", int), ("ensemble_decay", float)):
+                    if key in changes:
+                        setattr(scheduler, key, cast(changes[key]))
+            core.gripper.open_threshold = float(self.p["gripper_open_threshold"])
+            core.gripper.close_threshold = float(self.p["gripper_close_threshold"])
+
     # ------------------------------------------------------------------ gripper
     def _setup_gripper(self) -> None:
         p = self.p
         self.gripper_pub = None
         self.gripper_clients = None
+        if p["gripper_output"] == "auto":
+            try:
+                import franka_msgs.action  # noqa: F401
+            except ImportError:
+                p["gripper_output"] = "none"
+                self.get_logger().warning(
+                    "gripper_output auto: franka_msgs is not installed, so NO gripper commands are sent "
+                    "(install franka_ros2 for the Franka Hand, or set gripper_output topic)")
+            else:
+                p["gripper_output"] = "franka"
+                self.get_logger().info("gripper_output auto: franka_msgs found, using the franka gripper actions")
         if p["gripper_output"] == "topic":
             self.gripper_pub = self.create_publisher(Float64, p["gripper_topic"], 10)
         elif p["gripper_output"] == "franka":
             try:
                 from franka_msgs.action import Grasp, Move
             except ImportError as exc:
-                raise RuntimeError("gripper_output 'franka' needs franka_msgs (install franka_ros2)") from exc
+                raise RuntimeError("gripper_output 'franka' needs franka_msgs (install franka_ros2, or choose "
+                                   "gripper_output none, topic or auto)") from exc
             from rclpy.action import ActionClient
 
             ns = p["gripper_action_ns"].rstrip("/")
@@ -388,8 +488,13 @@ class ExecutorNode(Node):
     # ------------------------------------------------------------------ services
     def _on_enable(self, request, response):
         try:
-            response.success, response.message = (self.core.enable(self._now()) if request.data
-                                                  else self.core.disable())
+            state = self.core.state
+            if request.data and state not in (ExecutorState.DISABLED, ExecutorState.STOPPING, ExecutorState.ESTOP):
+                # idempotent: enabling an enabled executor changes nothing and is no failure
+                response.success, response.message = True, f"already enabled ({state.value}): nothing changed"
+            else:
+                response.success, response.message = (self.core.enable(self._now()) if request.data
+                                                      else self.core.disable())
         except Exception as exc:  # as in _trigger_service
             response.success, response.message = False, f"internal error: {exc!r}"
             self.get_logger().error(traceback.format_exc())

@@ -49,7 +49,14 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Bool, Float64MultiArray, String  # noqa: E402
 
 from vla_adapter_ros.libero.core import CONTROL_HZ, env_action, hold_action, parse_task_spec  # noqa: E402
-from vla_adapter_ros.nodes.common import declare, run_node, seconds_to_stamp  # noqa: E402
+from vla_adapter_ros.nodes.common import (  # noqa: E402
+    Param,
+    check_specs,
+    declare,
+    live_parameters,
+    run_node,
+    seconds_to_stamp,
+)
 from vla_adapter_ros.msg import ActionChunk  # noqa: E402
 from vla_adapter_ros.srv import ResetEpisode  # noqa: E402
 
@@ -75,11 +82,37 @@ DEFAULTS = {
     "start_episode": True,  # reset to `task` / `init_state` at start-up
 }
 
+# what each parameter means; `live` ones can be changed with `ros2 param set`
+PARAMETERS = {
+    "task": Param("SUITE/INDEX of the first episode, e.g. libero_spatial/0"),
+    "init_state": Param("initial-state number of the first episode", range=(0, 100000)),
+    "max_steps": Param("policy steps per episode; 0 = the suite's official limit; used from the next reset on",
+                       range=(0, 1000000), live=True),
+    "num_steps_wait": Param("no-op steps after every reset (objects settle)", range=(0, 10000)),
+    "image_size": Param("LIBERO renders square images of this size (pixels)", range=(16, 4096)),
+    "command_timeout_s": Param("wall time to wait for a command before stepping with a hold (s)",
+                               range=(0.001, 3600.0), live=True),
+    "freeze_on_wait": Param("a 'wait' command freezes the world until the next chunk", live=True),
+    "inference_timeout_s": Param("wall time of the longest freeze (s)", range=(0.0, 3600.0), live=True),
+    "joint_prefix": Param("joint names: <prefix>joint1..7, <prefix>finger_joint1..2"),
+    "camera_topics": Param("two sensor_msgs/Image outputs: agentview, wrist"),
+    "joint_state_topic": Param("sensor_msgs/JointState output"),
+    "eef_pose_topic": Param("geometry_msgs/PoseStamped output"),
+    "proprio_topic": Param("std_msgs/Float64MultiArray output: the official 8-d proprio"),
+    "command_topic": Param("eef_delta command input (executor output eef_delta)"),
+    "chunk_topic": Param("ActionChunk input (ends a freeze)"),
+    "success_topic": Param("std_msgs/Bool task success output"),
+    "episode_topic": Param("std_msgs/String JSON episode status output"),
+    "frame_id": Param("frame_id of the poses"),
+    "start_episode": Param("reset to task / init_state at start-up"),
+}
+check_specs(DEFAULTS, PARAMETERS)
+
 
 class LiberoNode(Node):
     def __init__(self):
         super().__init__("libero_node", parameter_overrides=[Parameter("use_sim_time", value=False)])
-        self.p = p = declare(self, DEFAULTS)
+        self.p = p = declare(self, DEFAULTS, PARAMETERS)
         from vla_adapter_ros.libero.episode import LiberoEpisode
 
         if len(p["camera_topics"]) != 2:
@@ -115,6 +148,7 @@ class LiberoNode(Node):
         self.create_service(ResetEpisode, "~/reset_episode", self._on_reset)
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="libero", daemon=True)
+        live_parameters(self, PARAMETERS, self.p)
 
     def start(self) -> None:
         if self.p["start_episode"]:
@@ -128,7 +162,8 @@ class LiberoNode(Node):
         self._running = False
         with self.command_ready:
             self.command_ready.notify_all()
-        self._thread.join(5.0)
+        if self._thread.is_alive():
+            self._thread.join(1.5)
         self.episode.close()
 
     # ------------------------------------------------------------------ inputs

@@ -39,12 +39,16 @@ from vla_adapter_ros.inference.io_spec import (
 from vla_adapter_ros.inference.worker import InferenceWorker
 from vla_adapter_ros.msg import ActionChunk, PolicyStatus
 from vla_adapter_ros.nodes.common import (
+    Param,
+    check_specs,
     declare,
+    live_parameters,
     now_seconds,
     run_node,
     seconds_to_duration,
     seconds_to_stamp,
     stamp_seconds,
+    watch_clock,
 )
 from vla_adapter_ros.observation import (
     ImageDecodeError,
@@ -114,6 +118,57 @@ DEFAULTS = {
     "action_scale": [0.0],  # per arm column factor to SI units; [0.0] = 1 for every column
 }
 
+# what each parameter means; `live` ones can be changed with `ros2 param set` (see _validate_live)
+PARAMETERS = {
+    "checkpoint": Param("checkpoint directory; empty = random-weight `preset` (demos and tests only)"),
+    "preset": Param("model size of the random-weight model (no checkpoint)"),
+    "device": Param("torch device: auto, cpu, cuda or cuda:N"),
+    "engine": Param("inference engine: eager, or optimized (static shapes, on-device preprocessing, CUDA graphs)",
+                    choices=("eager", "optimized")),
+    "seed": Param("random-weight seed (no checkpoint)", range=(0, 2**31 - 1)),
+    "unnorm_key": Param("dataset key of the checkpoint's statistics (when it holds several)"),
+    "warmup_iterations": Param("predictions run before the node reports ready", range=(0, 100)),
+    "camera_topics": Param("sensor_msgs/Image inputs, primary camera first, then the wrist camera"),
+    "joint_state_topic": Param("sensor_msgs/JointState input"),
+    "arm_joint_names": Param("the 7 arm joints, in the model's order"),
+    "finger_joint_names": Param("the 2 finger joints (proprio layouts with fingers)"),
+    "eef_pose_topic": Param("geometry_msgs/PoseStamped of the hand TCP; empty = forward kinematics from the joints"),
+    "max_skew": Param("largest spread of the camera stamps in one observation (s)", range=(0.0, 10.0), live=True),
+    "max_age": Param("oldest acceptable input at inference time (s)", range=(0.0, 60.0), live=True),
+    "image_width": Param("expected camera width in pixels; 0 = any (the processor resizes)", range=(0, 8192)),
+    "image_height": Param("expected camera height in pixels; 0 = any", range=(0, 8192)),
+    "instruction": Param("initial instruction (empty: wait for one; change it with ~/set_instruction, the "
+                         "instruction topic or an ExecuteInstruction goal)"),
+    "instruction_topic": Param("std_msgs/String instructions"),
+    "max_instruction_chars": Param("longest accepted instruction (characters)", range=(1, 100000), live=True),
+    "success_topic": Param("std_msgs/Bool; true ends an ExecuteInstruction goal with success"),
+    "default_max_duration": Param("time limit of goals that give none (s)", range=(0.0, 86400.0), live=True),
+    "trigger": Param("when to predict: request (on the executor's chunk requests) or rate (at rate_hz)",
+                     choices=("request", "rate")),
+    "rate_hz": Param("prediction rate with trigger rate (Hz)", range=(0.01, 1000.0)),
+    "request_topic": Param("std_msgs/Header chunk requests (trigger request)"),
+    "chunk_topic": Param("ActionChunk output"),
+    "trajectory_topic": Param("JointTrajectory mirror of joint_position chunks"),
+    "status_topic": Param("PolicyStatus output"),
+    "status_rate_hz": Param("PolicyStatus rate (Hz)", range=(0.01, 1000.0)),
+    "frame_id": Param("frame_id of the chunks"),
+    "io_from_checkpoint": Param("use the checkpoint's training.json (written by our trainer) over the I/O keys"),
+    "action_space": Param("meaning of the model's arm columns", choices=tuple(ACTION_SPACE_IDS)),
+    "dt": Param("time between chunk rows (s)", range=(0.0001, 10.0)),
+    "has_gripper": Param("the model outputs a gripper column"),
+    "gripper_index": Param("model-output column of the gripper", range=(0, 1000)),
+    "gripper_open_value": Param("model value meaning open"),
+    "gripper_closed_value": Param("model value meaning closed"),
+    "proprio_layout": Param("what the proprio vector holds",
+                            choices=("joints", "joints_fingers", "joints_gripper_width", "eef_axisangle_fingers")),
+    "eef_axis_angle": Param("eef_pose quaternion -> axis-angle: shortest (angle <= pi) or robosuite "
+                            "(LIBERO checkpoints)", choices=("shortest", "robosuite")),
+    "arm_names": Param("names of the arm action columns; [''] = the defaults of the action space"),
+    "action_scale": Param("factor per arm column to SI units; [0.0] = 1 for every column (not with a "
+                          "checkpoint whose training.json defines the I/O)", live=True),
+}
+check_specs(DEFAULTS, PARAMETERS)
+
 
 @dataclass
 class _Request:
@@ -126,7 +181,7 @@ class _Request:
 class PolicyNode(Node):
     def __init__(self):
         super().__init__("policy_node")
-        self.p = declare(self, DEFAULTS)
+        self.p = declare(self, DEFAULTS, PARAMETERS)
         self.engine = None
         self.ready = False
         self._lock = threading.Lock()
@@ -139,6 +194,11 @@ class PolicyNode(Node):
         self._joint_cache: dict[str, float] = {}
         self._success_flag = False
         self.worker: InferenceWorker | None = None
+        self.io = None
+        self.assembler = None
+        self._io_from_training = False
+        self._stopping = False
+        self._last_no_instruction_warn = -float("inf")
 
     # ------------------------------------------------------------------ bring-up
     def load(self) -> None:
@@ -149,6 +209,9 @@ class PolicyNode(Node):
         arm_names = [n for n in p["arm_names"] if n]
         if p["eef_axis_angle"] not in ("shortest", "robosuite"):
             raise ValueError(f"eef_axis_angle must be 'shortest' or 'robosuite', got {p['eef_axis_angle']!r}")
+        from vla_adapter_ros.launch_args import check_device
+
+        check_device(p["device"])
         source = p["checkpoint"] or f"random-weight preset {p['preset']!r}"
         self.get_logger().info(f"loading model from {source} on device {p['device']}")
         start = time.monotonic()
@@ -179,6 +242,7 @@ class PolicyNode(Node):
         trained = io_from_checkpoint(p["checkpoint"]) if p["checkpoint"] and p["io_from_checkpoint"] else None
         if trained is not None:  # our own checkpoints say what their numbers mean
             io.update(trained)
+            self._io_from_training = True
             self.get_logger().info(f"action/proprio spec from the checkpoint's training.json: {trained}")
         self.io = IOSpec(action_dim=self.engine.action_dim, arm_names=arm_names, **io)
         if self.io.proprio_dim != self.engine.proprio_dim:
@@ -202,13 +266,41 @@ class PolicyNode(Node):
             self.kinematics = FrankaKinematics()
         if p["instruction"]:
             self.instruction = validate_instruction(p["instruction"], int(p["max_instruction_chars"]))
+        live_parameters(self, PARAMETERS, self.p, validate=self._validate_live, apply=self._apply_live)
+
+    # ------------------------------------------------------------------ live parameters
+    def _validate_live(self, values: dict, changes: dict) -> str | None:
+        if "action_scale" in changes:
+            if self._io_from_training:
+                return ("action_scale: this checkpoint's training.json defines the action units (io_from_checkpoint "
+                        "is true); the parameter is not used")
+            try:
+                self._io_with_scale(values["action_scale"])
+            except IOSpecError as exc:
+                return f"action_scale: {exc}"
+        return None
+
+    def _io_with_scale(self, action_scale) -> IOSpec:
+        import dataclasses
+
+        return dataclasses.replace(self.io, action_scale=[float(x) for x in action_scale if x])
+
+    def _apply_live(self, changes: dict) -> None:
+        if "action_scale" in changes and self.io is not None:
+            self.io = self._io_with_scale(changes["action_scale"])  # the next chunk uses it
+        if self.assembler is not None:
+            for key in ("max_skew", "max_age"):
+                if key in changes:
+                    setattr(self.assembler, key, float(changes[key]))
 
     def start(self) -> None:
         """Create the ROS interfaces (after a successful load) and start inference."""
         p = self.p
         size = (int(p["image_height"]), int(p["image_width"])) if p["image_width"] > 0 else None
         states = ["joints"] + (["eef_pose"] if p["eef_pose_topic"] else [])
-        self.camera_names = [f"camera{i}" for i in range(len(p["camera_topics"]))]
+        # refusals name the camera by its topic (a duplicate topic gets its position appended)
+        topics = list(p["camera_topics"])
+        self.camera_names = [t if topics.count(t) == 1 else f"{t}#{i}" for i, t in enumerate(topics)]
         self.assembler = ObservationAssembler(
             self.camera_names, states, max_skew=float(p["max_skew"]), max_age=float(p["max_age"]),
             image_size=size, state_sizes={"joints": 7, "eef_pose": 7},
@@ -242,7 +334,7 @@ class PolicyNode(Node):
             cancel_callback=lambda _g: CancelResponse.ACCEPT, callback_group=ReentrantCallbackGroup(),
         )
         if p["trigger"] == "request":
-            self.create_subscription(Header, p["request_topic"], lambda _m: self._trigger(), 10,
+            self.create_subscription(Header, p["request_topic"], lambda _m: self._trigger(requested=True), 10,
                                      callback_group=control)
         elif p["trigger"] == "rate":
             self.create_timer(1.0 / float(p["rate_hz"]), self._trigger, callback_group=control)
@@ -250,6 +342,7 @@ class PolicyNode(Node):
             raise ValueError(f"trigger must be 'request' or 'rate', got {p['trigger']!r}")
         self.create_timer(1.0 / float(p["status_rate_hz"]), self._publish_status, callback_group=control)
         self.worker = InferenceWorker(self._run_model, self._on_model_result)
+        watch_clock(self)
         self.ready = True
         self.get_logger().info(
             f"ready: {len(self.camera_names)} cameras, trigger={p['trigger']}, chunks on {p['chunk_topic']}"
@@ -358,6 +451,10 @@ class PolicyNode(Node):
         result = ExecuteInstruction.Result()
         state = "running"
         while rclpy.ok():
+            if self._stopping:
+                goal_handle.abort()
+                result.success, result.message = False, "policy node shutting down"
+                break
             elapsed = now_seconds(self) - start
             chunks = self.chunks_published - first_chunk
             if not ok:
@@ -392,13 +489,17 @@ class PolicyNode(Node):
         return result
 
     # ------------------------------------------------------------------ inference
-    def _trigger(self) -> None:
-        if not self.ready or self.worker is None:
+    def _trigger(self, requested: bool = False) -> None:
+        if not self.ready or self.worker is None or self._stopping:
             return
         with self._lock:
             instruction = self.instruction
-        if not instruction or self.worker.busy:
-            return  # nothing to do, or a chunk is already on its way
+        if not instruction:
+            if requested:  # the executor wants actions, but there is no task: say how to give one
+                self._warn_no_instruction()
+            return
+        if self.worker.busy:
+            return  # a chunk is already on its way
         try:
             obs = self.assembler.assemble(now_seconds(self))
             proprio = self._proprio(obs)
@@ -406,6 +507,17 @@ class PolicyNode(Node):
             self._refuse(f"no chunk: {exc}")
             return
         self.worker.submit(_Request(obs.stamp, obs.images, proprio, instruction))
+
+    def _warn_no_instruction(self) -> None:
+        now = time.monotonic()
+        if now - self._last_no_instruction_warn < 10.0:
+            return
+        self._last_no_instruction_warn = now
+        service = f"{self.get_fully_qualified_name()}/set_instruction"
+        self.get_logger().warning(
+            f"chunk request ignored: no instruction is set. Set one with: ros2 service call {service} "
+            f"vla_adapter_ros/srv/SetInstruction \"{{instruction: 'pick up the red cube'}}\" "
+            f"(or publish on {self.p['instruction_topic']}, or send an ExecuteInstruction goal)")
 
     def _proprio(self, obs) -> np.ndarray:
         q = obs.state["joints"]
@@ -430,6 +542,8 @@ class PolicyNode(Node):
         return actions, (time.perf_counter() - start) * 1e3
 
     def _on_model_result(self, request: _Request, result, error) -> None:
+        if self._stopping:
+            return  # shutting down: publish nothing more
         if error is not None:
             self._refuse(f"inference failed: {type(error).__name__}: {error}")
             return
@@ -485,8 +599,10 @@ class PolicyNode(Node):
         self.status_pub.publish(status)
 
     def shutdown(self) -> None:
+        """Stop inference before the ROS context goes (a running prediction may finish, unpublished)."""
+        self._stopping = True
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.stop(timeout=1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

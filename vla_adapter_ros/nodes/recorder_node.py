@@ -28,7 +28,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool, Trigger
 
-from vla_adapter_ros.nodes.common import run_node
+from vla_adapter_ros.nodes.common import Param, check_specs, declare, live_parameters, run_node
 from vla_adapter_ros.srv import SetInstruction
 
 DEFAULTS = {
@@ -55,21 +55,27 @@ DEFAULTS = {
 }
 
 
-def declare_lists(node: Node, defaults: dict) -> dict:
-    """`common.declare`, but a list parameter set to [] in a params file (ROS cannot type an empty
-    array, so it stays uninitialized) reads as []."""
-    from rclpy.exceptions import ParameterUninitializedException
+# what each parameter means; `live` ones can be changed with `ros2 param set`
+PARAMETERS = {
+    "output_dir": Param("bag root directory (created if missing)"),
+    "topics": Param("what to record: 'TOPIC: pkg/msg/Type' strings"),
+    "required_topics": Param("topics that must have delivered a message within max_age for ~/start to accept"),
+    "max_age": Param("required topics: oldest acceptable last message at ~/start (s, this node's clock)",
+                     range=(0.0, 3600.0), live=True),
+    "storage": Param("bag storage format", choices=("mcap", "sqlite3")),
+    "qos_depth": Param("subscription queue depth", range=(1, 100000)),
+    "reliable": Param("reliable subscriptions (false: best effort)"),
+    "robot": Param("robot name written into each episode's metadata"),
+    "operator": Param("operator name written into each episode's metadata; used from the next ~/start on",
+                      live=True),
+    "status_period": Param("wall time between status lines while recording (s); 0 = none", range=(0.0, 3600.0)),
+}
+check_specs(DEFAULTS, PARAMETERS)
 
-    values = {}
-    for name, default in defaults.items():
-        node.declare_parameter(name, default)
-        try:
-            values[name] = node.get_parameter(name).value
-        except ParameterUninitializedException:
-            if not isinstance(default, list):
-                raise
-            values[name] = []
-    return values
+
+def declare_lists(node: Node, defaults: dict) -> dict:
+    """`common.declare` with this node's descriptors (a list parameter set to [] reads as [])."""
+    return declare(node, defaults, PARAMETERS)
 
 
 def message_class(msgtype: str):
@@ -150,6 +156,7 @@ class RecorderNode(Node):
         self.create_service(Trigger, "~/discard", self._on_discard)
         if float(p["status_period"]) > 0:
             self.create_timer(float(p["status_period"]), self._status)
+        live_parameters(self, PARAMETERS, self.p)
         self.get_logger().info(f"ready: {len(self.topics)} topics -> {self.root} ({p['storage']})")
 
     # ------------------------------------------------------------------ data

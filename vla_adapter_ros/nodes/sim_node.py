@@ -56,7 +56,10 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray, Header  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
 from vla_adapter_ros.nodes.common import (  # noqa: E402
+    Param,
+    check_specs,
     declare,
+    live_parameters,
     run_node,
     seconds_to_duration,
     seconds_to_stamp,
@@ -102,12 +105,56 @@ DEFAULTS = {
     "request_topic": "/vla/request_chunk",
 }
 
+# what each parameter means; `live` ones can be changed with `ros2 param set`
+PARAMETERS = {
+    "task": Param("task of the first episode: reach_red, push_blue_left or lift_green (~/reset_episode changes it)"),
+    "seed": Param("placement seed of the first episode", range=(0, 2**31 - 1)),
+    # (no descriptor range: the task's reset gives the clearer refusal, "start jitter must be in [0, 1]")
+    "start_jitter": Param("0..1: seeded random start pose (TCP +-8/12/5 cm, yaw +-0.3 rad at 1); 0 = ready pose; "
+                          "used from the next reset on", live=True),
+    "joint_prefix": Param("prefix of the joint names (fr3_ -> fr3_joint1..7, fr3_finger_joint1..2)"),
+    "real_time_factor": Param("upper bound of simulation time / wall time", range=(0.01, 100.0), live=True),
+    "step_dt": Param("simulated time per loop iteration (s); joint states and /clock at this period",
+                     range=(0.0005, 0.1)),
+    "camera_rate_hz": Param("camera rate in simulated time (Hz)", range=(0.1, 1000.0)),
+    "image_width": Param("camera image width (pixels)", range=(16, 4096)),
+    "image_height": Param("camera image height (pixels)", range=(16, 4096)),
+    "camera_names": Param("cameras of the scene to render"),
+    "camera_topics": Param("one sensor_msgs/Image topic per camera"),
+    "joint_state_topic": Param("sensor_msgs/JointState output (arm and fingers)"),
+    "eef_pose_topic": Param("geometry_msgs/PoseStamped output (hand TCP)"),
+    "jtc_topic": Param("JointTrajectory command input"),
+    "forward_topic": Param("Float64MultiArray position command input"),
+    "joint_command_topic": Param("JointState command input"),
+    "gripper_topic": Param("std_msgs/Float64 gripper command input, 0 open .. 1 closed"),
+    "success_topic": Param("std_msgs/Bool task success output"),
+    "frame_id": Param("frame_id of the poses"),
+    "expert": Param("direct expert mode: the scripted expert drives jtc_topic / gripper_topic itself"),
+    "expert_rate_hz": Param("expert mode: expert actions per second of simulated time", range=(0.1, 1000.0)),
+    "expert_start_delay_s": Param("expert mode: simulated time after a reset before the expert moves (s); "
+                                  "used from the next reset on", range=(0.0, 60.0), live=True),
+    "lockstep": Param("while a controller streams commands, each physics step waits for its next one"),
+    "lockstep_window_s": Param("lockstep: a controller that sent within this much simulated time is streaming (s)",
+                               range=(0.0, 10.0)),
+    "lockstep_timeout_s": Param("lockstep: wall time a step waits at most for the next command (s)",
+                                range=(0.0, 10.0)),
+    "oracle": Param("oracle mode: the scripted expert answers the executor's chunk requests"),
+    "oracle_robot": Param("oracle mode: the executor's limits file (bundled name or path); the plan fits it"),
+    "oracle_horizon": Param("oracle mode: rows per chunk", range=(1, 1000)),
+    "oracle_dt": Param("oracle mode: time between rows (s); 0 = 1 / camera_rate_hz", range=(0.0, 10.0)),
+    "oracle_max_speed": Param("oracle mode: peak tool speed of the plan (m/s); used from the next episode on",
+                              range=(0.01, 2.0), live=True),
+    "chunk_topic": Param("oracle mode: ActionChunk output"),
+    "request_topic": Param("oracle mode: std_msgs/Header chunk requests input"),
+}
+check_specs(DEFAULTS, PARAMETERS)
+
 
 class SimNode(Node):
     def __init__(self):
         # /clock is ours: this node itself runs on wall time.
         super().__init__("sim_node", parameter_overrides=[Parameter("use_sim_time", value=False)])
-        self.p = p = declare(self, DEFAULTS)
+        self.p = p = declare(self, DEFAULTS, PARAMETERS)
         from vla_adapter_ros.sim.controllers import TrajectoryFollower
         from vla_adapter_ros.sim.env import GRIPPER_MAX_WIDTH_M, FrankaSimEnv
         from vla_adapter_ros.sim.tasks import get_task
@@ -123,7 +170,7 @@ class SimNode(Node):
         self.gripper_max = GRIPPER_MAX_WIDTH_M
         self.env = FrankaSimEnv(joint_prefix=p["joint_prefix"])
         self.seed = int(p["seed"])
-        self.start_jitter = float(p["start_jitter"])  # validated by the first reset
+        self.start_jitter = float(p["start_jitter"])  # validated by the first reset (live: see _apply_live)
         self.task.reset(self.env, self.seed, self.start_jitter)
         self.follower = TrajectoryFollower(self.env.joint_positions())
         self.lock = threading.Lock()
@@ -171,6 +218,18 @@ class SimNode(Node):
             self.create_subscription(Header, p["request_topic"], self._on_chunk_request, 10)
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="physics", daemon=True)
+        live_parameters(self, PARAMETERS, self.p, validate=self._validate_live, apply=self._apply_live)
+
+    @staticmethod
+    def _validate_live(values: dict, changes: dict):
+        if "start_jitter" in changes and not 0.0 <= float(changes["start_jitter"]) <= 1.0:
+            return f"start jitter must be in [0, 1], got {changes['start_jitter']}"
+        return None
+
+    def _apply_live(self, changes: dict) -> None:
+        if "start_jitter" in changes:
+            with self.lock:
+                self.start_jitter = float(changes["start_jitter"])
 
     def start(self) -> None:
         self._thread.start()
@@ -183,8 +242,14 @@ class SimNode(Node):
         )
 
     def stop(self) -> None:
+        """Stop the physics thread (it closes its renderers itself: their GL context belongs to it)
+        before the node and the ROS context go."""
         self._running = False
-        self._thread.join(5.0)
+        self._command_seen.set()  # a lockstep wait ends now
+        if self._thread.is_alive():
+            self._thread.join(1.5)
+        elif self._thread.ident is None:  # never started: nothing rendered on another thread
+            self.env.close()
 
     # ------------------------------------------------------------------ commands
     def _warn_reject(self, what: str, exc: Exception) -> None:
@@ -392,6 +457,15 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------ physics loop
     def _loop(self) -> None:
+        try:
+            self._physics()
+        finally:
+            # the renderers' EGL contexts are current on this thread: free them here, not in a
+            # finaliser on the main thread (EGL_BAD_ACCESS)
+            with self.lock:
+                self.env.close()
+
+    def _physics(self) -> None:
         p = self.p
         step_dt = float(p["step_dt"])
         substeps = max(1, int(round(step_dt / self.env.timestep)))
@@ -404,6 +478,8 @@ class SimNode(Node):
         window, wait_s = float(p["lockstep_window_s"]), float(p["lockstep_timeout_s"])
         while self._running and rclpy.ok():
             with self.lock:
+                if not self._running:
+                    break
                 self._command_seen.clear()
                 q_ref, qd_ref = self.follower.sample(self.env.sim_time)
                 self.env.set_joint_targets(q_ref, qd_ref)
@@ -425,6 +501,8 @@ class SimNode(Node):
                 self._send_expert()
             if lockstep and t - self._last_command_time < window:
                 self._command_seen.wait(wait_s)  # the controller's command for this period
+            if float(p["real_time_factor"]) != rtf:  # changed live: pace from here on
+                rtf, wall_start, sim_start = float(p["real_time_factor"]), time.monotonic(), t
             ahead = (t - sim_start) / rtf - (time.monotonic() - wall_start)
             if ahead > 0:
                 time.sleep(ahead)

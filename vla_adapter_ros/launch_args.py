@@ -1,0 +1,226 @@
+"""Validation of the launch files' arguments (pure Python: importable and testable without `launch`).
+
+ros2 launch passes every argument as a string and the launch files used to read anything but
+"true" as false (`dry_run:=ture` meant: move the robot) and to pass unknown choices on to a node
+that then died while the rest of the launch kept running. `validate` turns the strings into typed
+values or raises LaunchArgumentError naming every bad argument; the launch files call it before they
+start any node, and declare the choices on their DeclareLaunchArgument too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+
+class LaunchArgumentError(ValueError):
+    """One or more launch arguments that the launch refuses (the message names each one)."""
+
+
+@dataclass(frozen=True)
+class Argument:
+    """A launch argument: kind str | bool | int | float | device; choices (str); optional: '' allowed
+    (meaning 'keep the configured value')."""
+
+    name: str
+    default: str
+    description: str
+    kind: str = "str"
+    choices: Optional[tuple] = None
+    optional: bool = False
+    minimum: Optional[float] = None
+
+    def launch_choices(self) -> Optional[list[str]]:
+        """The choices for DeclareLaunchArgument (None: free text, checked by `validate`)."""
+        if self.choices is None:
+            return None
+        return ([""] if self.optional else []) + list(self.choices)
+
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(value: str) -> str:
+    if not DEVICE.match(value):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """'true' / 'false' in any case; anything else (yes, 1, ture, perhaps) is an error naming `name`."""
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise LaunchArgumentError(f"launch argument {name}: expected true or false, got {value!r}")
+
+
+def _parse(arg: Argument, value: str) -> Any:
+    value = str(value).strip()
+    if arg.optional and value == "":
+        return None
+    if arg.kind == "bool":
+        return parse_bool(arg.name, value)
+    if arg.choices is not None and value not in arg.choices:
+        raise LaunchArgumentError(f"launch argument {arg.name}: {value!r} is not one of "
+                                  f"{', '.join(arg.launch_choices())}")
+    if arg.kind == "device":
+        try:
+            return check_device(value)
+        except ValueError as exc:
+            raise LaunchArgumentError(f"launch argument {arg.name}: {exc}") from None
+    if arg.kind in ("int", "float"):
+        try:
+            number = int(value) if arg.kind == "int" else float(value)
+        except ValueError:
+            expected = "an integer" if arg.kind == "int" else "a number"
+            raise LaunchArgumentError(f"launch argument {arg.name}: expected {expected}, got {value!r}") from None
+        if arg.minimum is not None and not number >= arg.minimum:
+            raise LaunchArgumentError(f"launch argument {arg.name}: must be >= {arg.minimum:g}, got {value!r}")
+        return number
+    return value
+
+
+def validate(arguments: Mapping[str, Argument] | list[Argument], values: Mapping[str, str]) -> dict[str, Any]:
+    """{name: typed value} (None for an empty optional argument); LaunchArgumentError listing every
+    argument that is not acceptable."""
+    spec = {a.name: a for a in arguments} if isinstance(arguments, list) else dict(arguments)
+    typed, problems = {}, []
+    for name, arg in spec.items():
+        try:
+            typed[name] = _parse(arg, values.get(name, arg.default))
+        except LaunchArgumentError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise LaunchArgumentError("; ".join(problems))
+    return typed
+
+
+# ------------------------------------------------------------------------------------ the launch files
+CONTROLLERS = ("jtc", "forward", "sim")  # executor outputs a franka.launch.py user picks (eef_delta: LIBERO)
+GRIPPER_OUTPUTS = ("none", "topic", "franka", "auto")  # executor_node GRIPPER_OUTPUTS
+PLATFORMS = ("real", "mujoco", "gazebo", "isaac")  # vla_adapter_ros.platforms.PLATFORMS
+SIM_TASKS = ("reach_red", "push_blue_left", "lift_green")  # vla_adapter_ros.sim.tasks.TASKS
+
+FRANKA_ARGUMENTS = [
+    Argument("platform", "real", "real (franka_ros2) | mujoco (a running sim_node) | gazebo | isaac",
+             choices=PLATFORMS),
+    Argument("checkpoint", "", "checkpoint directory (empty: random weights, for plumbing tests only)"),
+    Argument("device", "auto", "auto | cpu | cuda | cuda:N", kind="device"),
+    Argument("robot_type", "", "fr3 | panda | path to a limits file; renames the joints (empty: the platform's)"),
+    Argument("controller", "", "jtc (JointTrajectoryController) | forward (forward position controller) | "
+                               "sim (sensor_msgs/JointState, e.g. Isaac /joint_command); empty: the platform's",
+             choices=CONTROLLERS, optional=True),
+    Argument("jtc_topic", "", "JointTrajectory command topic, controller jtc (empty: the platform's)"),
+    Argument("forward_topic", "", "Float64MultiArray command topic, controller forward (empty: the platform's)"),
+    Argument("sim_topic", "", "JointState command topic, controller sim (empty: the platform's)"),
+    Argument("agentview_topic", "", "third-person camera, sensor_msgs/Image (empty: the platform's)"),
+    Argument("wrist_topic", "", "wrist camera, sensor_msgs/Image (empty: the platform's)"),
+    Argument("joint_state_topic", "", "sensor_msgs/JointState with arm and finger joints (empty: the platform's)"),
+    Argument("eef_pose_topic", "", "geometry_msgs/PoseStamped of the hand TCP (empty: the platform's; real: "
+                                   "forward kinematics)"),
+    Argument("gripper_output", "", "none | topic | franka (needs franka_ros2) | auto (franka if franka_msgs is "
+                                   "installed, else none with a warning); empty: the platform's (real: franka)",
+             choices=GRIPPER_OUTPUTS, optional=True),
+    Argument("use_sim_time", "", "true | false: follow /clock (empty: the platform's; true for the simulators)",
+             kind="bool", optional=True),
+    Argument("dry_run", "false", "true | false: compute and publish commands on a debug topic only; actuate nothing",
+             kind="bool"),
+    Argument("auto_enable", "false", "true | false: enable the executor at start (never on a real robot unless "
+                                     "you mean it)", kind="bool"),
+    Argument("policy_params", "", "extra parameter file for policy_node (checkpoint-specific I/O, e.g. action_scale)"),
+    Argument("executor_params", "", "extra parameter file for executor_node"),
+]
+
+SIM_ARGUMENTS = [
+    Argument("task", "reach_red", "reach_red | push_blue_left | lift_green (also sets the policy's instruction)",
+             choices=SIM_TASKS),
+    Argument("seed", "0", "placement seed of the first episode", kind="int", minimum=0),
+    Argument("checkpoint", "", "checkpoint directory (empty: random weights)"),
+    Argument("device", "auto", "auto | cpu | cuda | cuda:N", kind="device"),
+    Argument("camera_rate_hz", "10.0", "simulated camera rate (Hz)", kind="float", minimum=0.1),
+    Argument("instruction", "", "the policy's instruction (empty: the task's)"),
+]
+
+LIBERO_ARGUMENTS = [
+    Argument("task", "libero_spatial/0", "SUITE/INDEX of the first episode"),
+    Argument("init_state", "0", "initial-state number of the first episode", kind="int", minimum=0),
+    Argument("max_steps", "0", "policy steps per episode (0: the suite's official limit)", kind="int", minimum=0),
+    Argument("checkpoint", "", "checkpoint directory (empty: random weights)"),
+    Argument("device", "auto", "auto | cpu | cuda | cuda:N", kind="device"),
+    Argument("libero_python", "", "interpreter for libero_node (empty: the installed executable's python3)"),
+]
+
+
+def sim_instruction(task: str) -> str:
+    """The instruction of a built-in simulation task (vla_adapter_ros/sim/tasks.py)."""
+    from vla_adapter_ros.sim.tasks import get_task
+
+    return get_task(task).instruction
+
+
+def franka_msgs_available() -> bool:
+    try:
+        return importlib.util.find_spec("franka_msgs") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_gripper_output(gripper_output: str, available: Optional[bool] = None) -> None:
+    """gripper_output 'franka' without franka_msgs: the executor would refuse to start, so the launch
+    refuses first, with the way out (the default real platform uses franka)."""
+    if gripper_output != "franka":
+        return
+    if available is None:
+        available = franka_msgs_available()
+    if not available:
+        raise LaunchArgumentError(
+            "gripper_output 'franka' (the real platform's default) needs franka_msgs, which is not installed: "
+            "install franka_ros2, or pass gripper_output:=none (no gripper), gripper_output:=topic or "
+            "gripper_output:=auto (franka when available, else none with a warning)")
+
+
+def exit_reason(name: str, returncode: Optional[int], last_fatal: str = "") -> str:
+    """Why the launch shuts down when one of its (required) nodes exits."""
+    text = f"{name} exited with code {returncode}"
+    return f"{text}: {last_fatal}" if last_fatal else text
+
+
+_FATAL = re.compile(r"\[FATAL\]\s*(?:\[[0-9.]+\]\s*\[[^\]]*\]:\s*)?(?P<message>.*\S)")
+
+
+def fatal_line(text: str) -> str:
+    """The message of the last `[FATAL] ...` line in a node's output ('' when there is none)."""
+    found = ""
+    for line in str(text).splitlines():
+        match = _FATAL.search(line)
+        if match:
+            found = match.group("message")
+    return found
+
+
+def required(node, name: str) -> list:
+    """`node` (a launch_ros Node) plus what makes it required: when it exits, the whole launch shuts
+    down with the node's one-line reason (its [FATAL] line). Imports launch: call from launch files."""
+    from launch.actions import LogInfo, RegisterEventHandler, Shutdown
+    from launch.event_handlers import OnProcessExit, OnProcessIO
+
+    last = {"fatal": ""}
+
+    def on_output(event):
+        line = fatal_line(event.text.decode(errors="replace") if isinstance(event.text, bytes) else event.text)
+        if line:
+            last["fatal"] = line
+
+    def on_exit(event, context):
+        if getattr(context, "is_shutdown", False):
+            return None  # already stopping (Ctrl-C): a node's exit is expected, nothing to add
+        reason = exit_reason(name, event.returncode, last["fatal"])
+        return ([LogInfo(msg=f"shutting down: {reason}")] if event.returncode else []) + [Shutdown(reason=reason)]
+
+    return [
+        node,
+        RegisterEventHandler(OnProcessIO(target_action=node, on_stderr=on_output, on_stdout=on_output)),
+        RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit)),
+    ]
