@@ -29,6 +29,7 @@ from launch_ros.actions import Node
 
 from vla_adapter_ros.launch_args import FRANKA_ARGUMENTS, check_gripper_output, required, validate
 from vla_adapter_ros.platforms import node_section, resolve_platform
+from vla_adapter_ros.supervisor import middleware_environment  # the large-data Fast DDS profile
 
 ARGUMENTS = FRANKA_ARGUMENTS  # name, default, description, choices: vla_adapter_ros/launch_args.py
 
@@ -83,7 +84,8 @@ def launch_setup(context, *args, **kwargs):
             params.append(extra)  # last: wins over everything above
         # required: when one exits (e.g. it cannot start), the launch stops with its reason
         nodes += required(Node(package="vla_adapter_ros", executable=name, name=name,
-                               parameters=params, output="screen", emulate_tty=True), name)
+                               parameters=params, output="screen", emulate_tty=True,
+                               additional_env=middleware_environment()), name)
     return nodes
 
 

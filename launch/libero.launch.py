@@ -20,6 +20,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from vla_adapter_ros.launch_args import LIBERO_ARGUMENTS, required, validate
+from vla_adapter_ros.supervisor import middleware_environment  # the large-data Fast DDS profile
 
 ARGUMENTS = LIBERO_ARGUMENTS  # name, default, description, choices: vla_adapter_ros/launch_args.py
 
@@ -41,8 +42,8 @@ def launch_setup(context, *args, **kwargs):
     }
     actions = []
     for name, options in nodes.items():
-        actions += required(Node(package="vla_adapter_ros", executable=name, name=name, output="screen", **options),
-                            name)
+        actions += required(Node(package="vla_adapter_ros", executable=name, name=name, output="screen",
+                                 additional_env=middleware_environment(), **options), name)
     return actions
 
 

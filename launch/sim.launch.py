@@ -18,6 +18,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from vla_adapter_ros.launch_args import SIM_ARGUMENTS, required, sim_instruction, validate
+from vla_adapter_ros.supervisor import middleware_environment  # the large-data Fast DDS profile
 
 ARGUMENTS = SIM_ARGUMENTS  # name, default, description, choices: vla_adapter_ros/launch_args.py
 
@@ -36,7 +37,7 @@ def launch_setup(context, *args, **kwargs):
     actions = []
     for name, parameters in nodes.items():
         actions += required(Node(package="vla_adapter_ros", executable=name, name=name, output="screen",
-                                 parameters=parameters), name)
+                                 parameters=parameters, additional_env=middleware_environment()), name)
     return actions
 
 

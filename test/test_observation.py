@@ -13,7 +13,9 @@ from vla_adapter_ros.observation import (
     InstructionError,
     ObservationAssembler,
     ObservationRefused,
+    decode_compressed,
     decode_image,
+    encode_compressed,
     encode_rgb,
     validate_instruction,
 )
@@ -71,6 +73,66 @@ def test_accepts_array_and_memoryview_buffers():
 def test_malformed_images_raise_clear_errors(args, match):
     with pytest.raises(ImageDecodeError, match=match):
         decode_image(*args)
+
+
+# ---- compressed images (sensor_msgs/CompressedImage) -----------------------------------------------
+
+SMOOTH = np.stack(np.meshgrid(np.arange(64), np.arange(48)), axis=-1).sum(axis=-1, keepdims=True)
+SMOOTH = np.concatenate([SMOOTH * 2, SMOOTH, 255 - SMOOTH * 2], axis=2).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "bgr8; jpeg compressed bgr8", "rgb8; jpeg compressed bgr8", ""])
+def test_jpeg_decodes_to_rgb_in_the_right_order(fmt):
+    out = decode_compressed(fmt, encode_compressed(SMOOTH, "jpeg", quality=95))
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    assert np.abs(out.astype(int) - SMOOTH).mean() < 3  # lossy, but no channel swap
+
+
+def test_png_is_lossless_and_accepts_ros_buffers():
+    data = encode_compressed(SMOOTH, "png")
+    for buffer in (data, bytearray(data), array.array("B", data), memoryview(data)):
+        np.testing.assert_array_equal(decode_compressed("png", buffer), SMOOTH)
+
+
+def test_mono_png_becomes_gray_rgb():
+    import io
+
+    from PIL import Image as PILImage
+
+    out = io.BytesIO()
+    PILImage.fromarray(SMOOTH[..., 1]).save(out, format="PNG")
+    rgb = decode_compressed("mono8; png compressed mono8", out.getvalue())
+    np.testing.assert_array_equal(rgb, np.repeat(SMOOTH[..., 1:2], 3, axis=2))
+
+
+@pytest.mark.parametrize(
+    "fmt, data, match",
+    [
+        ("jpeg", b"", "has no data"),
+        ("jpeg", b"not an image", "neither JPEG nor PNG"),
+        ("jpeg", b"\xff\xd8\xff\xe0 garbage", "cannot decode compressed jpeg image"),
+        ("png", b"\x89PNG\r\n\x1a\n" + bytes(20), "cannot decode compressed png image"),
+        ("16UC1; compressedDepth", b"\x89PNG\r\n\x1a\n", "unsupported compressed image format"),
+    ],
+)
+def test_bad_compressed_data_raises_clear_errors(fmt, data, match):
+    with pytest.raises(ImageDecodeError, match=match):
+        decode_compressed(fmt, data)
+
+
+def test_truncated_and_oversized_compressed_images_are_refused():
+    data = encode_compressed(SMOOTH, "jpeg")
+    with pytest.raises(ImageDecodeError, match="cannot decode"):
+        decode_compressed("jpeg", data[: len(data) // 2])
+    with pytest.raises(ImageDecodeError, match="more than 32 px per side"):
+        decode_compressed("jpeg", data, max_side=32)  # from the header, before decoding
+
+
+def test_decoded_compressed_image_takes_the_raw_image_path():
+    a = ObservationAssembler(["cam"], ["joints"], image_size=(48, 64))
+    a.add_image("cam", 1.0, decode_compressed("jpeg", encode_compressed(SMOOTH)))
+    with pytest.raises(InputRejected, match="image is 32x16, expected 64x48"):
+        a.add_image("cam", 1.1, decode_compressed("png", encode_compressed(SMOOTH[:16, :32], "png")))
 
 
 # ---- synchronisation ----------------------------------------------------------------------------

@@ -34,6 +34,44 @@ from typing import IO, Iterable
 import yaml
 
 
+# ------------------------------------------------------------------------------ middleware environment
+LARGE_DATA_PROFILE = "fastdds_large_data.xml"  # resource/ of the checkout or share/vla_adapter_ros/resource
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3 / 2 names
+_CHECKOUT_RESOURCE = Path(__file__).resolve().parent.parent / "resource"
+
+
+def large_data_profile() -> Path | None:
+    """The shipped Fast DDS profile for full-size images (resource/fastdds_large_data.xml), or None."""
+    candidate = _CHECKOUT_RESOURCE / LARGE_DATA_PROFILE
+    if candidate.is_file():
+        return candidate
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidate = Path(get_package_share_directory("vla_adapter_ros")) / "resource" / LARGE_DATA_PROFILE
+    except Exception:  # no ROS index, or the package is not in it
+        return None
+    return candidate if candidate.is_file() else None
+
+
+def middleware_environment(environ=os.environ) -> dict[str, str]:
+    """Environment variables to add for the nodes the package starts: the large-data Fast DDS profile
+    (16 MiB shared-memory segments; with the defaults most 640x480 frames at 30 Hz are lost).
+
+    Nothing when the user chose a profile (FASTDDS_/FASTRTPS_DEFAULT_PROFILES_FILE) or Fast DDS's
+    builtin transports (FASTDDS_BUILTIN_TRANSPORTS), when another RMW than rmw_fastrtps_* is selected,
+    or when the file is not found."""
+    if any(environ.get(name, "").strip() for name in (*PROFILE_VARIABLES, "FASTDDS_BUILTIN_TRANSPORTS")):
+        return {}
+    rmw = environ.get("RMW_IMPLEMENTATION", "").strip()
+    if rmw and not rmw.startswith("rmw_fastrtps"):
+        return {}
+    profile = large_data_profile()
+    if profile is None:
+        return {}
+    return {name: str(profile) for name in PROFILE_VARIABLES}
+
+
 class StackError(ValueError):
     """A malformed stack file, or a parameter file the nodes would misread (unknown node or key)."""
 
@@ -296,6 +334,7 @@ class Supervisor:
         pumps = []
         env = dict(self.env if self.env is not None else os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(middleware_environment(env))  # full-size images over Fast DDS, unless the user chose
         for spec in self.specs:
             proc = subprocess.Popen(spec.argv(self.extra_params), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,

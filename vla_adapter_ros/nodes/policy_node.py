@@ -1,7 +1,8 @@
 """Policy node: cameras + joint state in, timestamped action chunks out, instructions by service.
 
 A thin rclpy adapter. The logic lives in pure-Python cores:
-  observation.ObservationAssembler (sync, staleness), observation.decode_image, validate_instruction,
+  observation.ObservationAssembler (sync, staleness), observation.decode_image / decode_compressed
+  (sensor_msgs/Image, and sensor_msgs/CompressedImage on camera topics ending in /compressed), validate_instruction,
   inference.IOSpec / build_proprio (what the model's numbers mean), inference.InferenceEngine
   (the model), inference.InferenceWorker (off-thread, latest-wins).
 
@@ -22,8 +23,8 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -56,10 +57,28 @@ from vla_adapter_ros.observation import (
     InstructionError,
     ObservationAssembler,
     ObservationRefused,
+    decode_compressed,
     decode_image,
     validate_instruction,
 )
 from vla_adapter_ros.srv import SetInstruction
+
+COMPRESSED_SUFFIX = "/compressed"  # camera topics ending in it carry sensor_msgs/CompressedImage
+CAMERA_QOS = ("sensor_data", "reliable")
+
+
+def camera_qos_profile(name: str) -> QoSProfile:
+    """The QoS of the camera subscriptions for the camera_qos parameter."""
+    if name == "sensor_data":
+        return qos_profile_sensor_data  # best effort, keep last 5, volatile
+    if name == "reliable":
+        return QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+    raise ValueError(f"camera_qos must be one of {', '.join(CAMERA_QOS)}; got {name!r}")
+
+
+def is_compressed_topic(topic: str) -> bool:
+    return topic.rstrip("/").endswith(COMPRESSED_SUFFIX)
+
 
 ACTION_SPACE_IDS = {
     "joint_position": ActionChunk.JOINT_POSITION,
@@ -78,6 +97,7 @@ DEFAULTS = {
     "warmup_iterations": 2,
     # inputs
     "camera_topics": ["/camera/agentview/image_raw", "/camera/wrist/image_raw"],
+    "camera_qos": "sensor_data",  # sensor_data (best effort, depth 5) | reliable (depth 5)
     "joint_state_topic": "/joint_states",
     "arm_joint_names": [f"fr3_joint{i}" for i in range(1, 8)],
     "finger_joint_names": ["fr3_finger_joint1", "fr3_finger_joint2"],
@@ -128,7 +148,12 @@ PARAMETERS = {
     "seed": Param("random-weight seed (no checkpoint)", range=(0, 2**31 - 1)),
     "unnorm_key": Param("dataset key of the checkpoint's statistics (when it holds several)"),
     "warmup_iterations": Param("predictions run before the node reports ready", range=(0, 100)),
-    "camera_topics": Param("sensor_msgs/Image inputs, primary camera first, then the wrist camera"),
+    "camera_topics": Param("camera inputs, primary camera first, then the wrist camera; a topic ending in "
+                           "/compressed is a sensor_msgs/CompressedImage (JPEG or PNG, e.g. "
+                           "/camera/color/image_raw/compressed), any other a sensor_msgs/Image"),
+    "camera_qos": Param("QoS of the camera subscriptions: sensor_data (best effort, depth 5; matches every "
+                        "camera driver) or reliable (depth 5; only matches reliable publishers)",
+                        choices=CAMERA_QOS),
     "joint_state_topic": Param("sensor_msgs/JointState input"),
     "arm_joint_names": Param("the 7 arm joints, in the model's order"),
     "finger_joint_names": Param("the 2 finger joints (proprio layouts with fingers)"),
@@ -199,6 +224,7 @@ class PolicyNode(Node):
         self._io_from_training = False
         self._stopping = False
         self._last_no_instruction_warn = -float("inf")
+        self.frames_received: dict[str, int] = {}  # camera name -> messages received (decodable or not)
 
     # ------------------------------------------------------------------ bring-up
     def load(self) -> None:
@@ -308,10 +334,23 @@ class PolicyNode(Node):
         self.input_topics = list(p["camera_topics"]) + [p["joint_state_topic"]] + (
             [p["eef_pose_topic"]] if p["eef_pose_topic"] else [])
 
+        compressed = [t for t in topics if is_compressed_topic(t)]
+        if compressed:
+            try:
+                import PIL  # noqa: F401 (decodes JPEG / PNG)
+            except ImportError:
+                raise RuntimeError(f"camera topics {compressed} are sensor_msgs/CompressedImage (they end in "
+                                   f"{COMPRESSED_SUFFIX}); decoding them needs Pillow: pip install pillow") from None
         sensors = MutuallyExclusiveCallbackGroup()
+        camera_qos = camera_qos_profile(p["camera_qos"])
+        self.frames_received = dict.fromkeys(self.camera_names, 0)
         for name, topic in zip(self.camera_names, p["camera_topics"]):
-            self.create_subscription(Image, topic, lambda m, n=name: self._on_image(n, m),
-                                     qos_profile_sensor_data, callback_group=sensors)
+            if is_compressed_topic(topic):
+                self.create_subscription(CompressedImage, topic, lambda m, n=name: self._on_compressed(n, m),
+                                         camera_qos, callback_group=sensors)
+            else:
+                self.create_subscription(Image, topic, lambda m, n=name: self._on_image(n, m),
+                                         camera_qos, callback_group=sensors)
         self.create_subscription(JointState, p["joint_state_topic"], self._on_joint_state,
                                  qos_profile_sensor_data, callback_group=sensors)
         if p["eef_pose_topic"]:
@@ -345,7 +384,9 @@ class PolicyNode(Node):
         watch_clock(self)
         self.ready = True
         self.get_logger().info(
-            f"ready: {len(self.camera_names)} cameras, trigger={p['trigger']}, chunks on {p['chunk_topic']}"
+            f"ready: {len(self.camera_names)} cameras "
+            f"({', '.join(('CompressedImage ' if is_compressed_topic(t) else 'Image ') + t for t in p['camera_topics'])}"
+            f"; QoS {p['camera_qos']}), trigger={p['trigger']}, chunks on {p['chunk_topic']}"
         )
 
     # ------------------------------------------------------------------ refusals
@@ -360,10 +401,31 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, name: str, msg: Image) -> None:
+        self.frames_received[name] += 1
         try:
             rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
-            self.assembler.add_image(name, stamp_seconds(msg.header.stamp), rgb)
-        except (ImageDecodeError, InputRejected) as exc:
+        except ImageDecodeError as exc:
+            self._refuse(f"{name}: {exc}")
+            return
+        self._add_image(name, msg.header.stamp, rgb)
+
+    def _on_compressed(self, name: str, msg: CompressedImage) -> None:
+        self.frames_received[name] += 1
+        try:
+            rgb = decode_compressed(msg.format, msg.data)
+        except ImageDecodeError as exc:
+            self._refuse(f"{name}: {exc}")
+            return
+        except Exception as exc:  # whatever the decoder raises: a refusal, never a dead callback
+            self._refuse(f"{name}: cannot decode compressed image: {type(exc).__name__}: {exc}")
+            return
+        self._add_image(name, msg.header.stamp, rgb)
+
+    def _add_image(self, name: str, stamp, rgb: np.ndarray) -> None:
+        """Raw and decoded compressed images take the same path from here (stamps, sync, size checks)."""
+        try:
+            self.assembler.add_image(name, stamp_seconds(stamp), rgb)
+        except InputRejected as exc:
             self._refuse(f"{name}: {exc}" if not str(exc).startswith(name) else str(exc))
 
     def _on_joint_state(self, msg: JointState) -> None:
@@ -603,6 +665,9 @@ class PolicyNode(Node):
         self._stopping = True
         if self.worker is not None:
             self.worker.stop(timeout=1.0)
+        if self.frames_received:
+            self.get_logger().info("camera frames received: " + ", ".join(
+                f"{name} {count}" for name, count in self.frames_received.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,14 @@
 Pure Python (numpy); the policy node feeds ROS messages' fields into these.
 """
 
-from .images import SUPPORTED_ENCODINGS, ImageDecodeError, decode_image, encode_rgb
+from .images import (
+    SUPPORTED_ENCODINGS,
+    ImageDecodeError,
+    decode_compressed,
+    decode_image,
+    encode_compressed,
+    encode_rgb,
+)
 from .instruction import DEFAULT_MAX_CHARS, InstructionError, validate_instruction
 from .sync import InputRejected, Observation, ObservationAssembler, ObservationRefused
 
@@ -16,7 +23,9 @@ __all__ = [
     "Observation",
     "ObservationAssembler",
     "ObservationRefused",
+    "decode_compressed",
     "decode_image",
+    "encode_compressed",
     "encode_rgb",
     "validate_instruction",
 ]
