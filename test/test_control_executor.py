@@ -397,3 +397,111 @@ def test_unparsable_chunk_is_counted_and_reported_without_touching_the_queue():
     status = core.status(robot.now)
     assert status.chunks_rejected == 1 and status.chunks_accepted == 1 and status.queue_depth == queued
     assert core.last_chunk.reason.startswith("actions has 47 values")
+
+
+def _check_hold_reason(core, now, where):
+    """A hold always has a reason (status); a core that does not hold reports none."""
+    status = core.status(now)
+    if status.holding:
+        assert isinstance(status.hold_reason, str) and status.hold_reason.strip(), (where, status)
+    else:
+        assert status.hold_reason is None, (where, status)
+    return status
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_every_hold_has_a_reason(dry_run):
+    """Drive the core through its states (no chunks, chunks, queue dry, stale and invalid joint states,
+    a rejected target, pause, stop, go_home, estop and reset, disable, estop while disabled) and check
+    the status after every call and every tick: holding <=> a non-empty hold reason."""
+    away = READY + np.array([0.2, 0, 0, 0, 0, 0, 0])  # away from the start pose: enable -> idle
+    core, robot = core_at(q=away, dry_run=dry_run)
+    seen = {}
+
+    def ticks(n, label, publish_state=True):
+        for _ in range(n):
+            robot.tick(1, publish_state=publish_state)
+            status = _check_hold_reason(core, robot.now, label)
+            if status.holding:
+                seen.setdefault(label, set()).add(status.hold_reason)
+
+    def call(label, method, *args):
+        ok, message = method(*args)
+        _check_hold_reason(core, robot.now, label)
+        return ok
+
+    status = _check_hold_reason(core, 0.0, "before any tick")
+    assert status.holding and "disabled" in status.hold_reason
+    ticks(3, "disabled")
+    assert call("enable (not at start pose)", core.enable, robot.now) and core.state == ExecutorState.IDLE
+    ticks(5, "idle")
+    assert any("start pose" in r for r in seen["idle"]), seen["idle"]
+    assert call("go_home", core.go_home)
+    for _ in range(3000):
+        ticks(1, "homing")
+        if core.state != ExecutorState.HOMING:
+            break
+    assert core.state == ExecutorState.IDLE, core.state
+    if dry_run:  # the real arm did not move: put it at the start pose
+        robot.q = READY.copy()
+        ticks(3, "idle")
+    assert call("start", core.start, robot.now) and core.state == ExecutorState.RUNNING
+    ticks(5, "running, no chunks")
+    assert all("waiting for a chunk" in r for r in seen["running, no chunks"]), seen
+    core.on_chunk(moving_chunk(robot.now, robot.q, n=10, step=0.005), robot.now)
+    ticks(300, "running, chunk then queue dry")
+    assert core.status(robot.now).holding
+    # a stale chunk is rejected: the hold says so
+    result = core.on_chunk(moving_chunk(robot.now - 100.0, robot.q, seq=3), robot.now)
+    assert not result.accepted
+    ticks(3, "stale chunk")
+    assert any("rejected" in r for r in seen["stale chunk"]), seen["stale chunk"]
+    # a target far from the measured state
+    far = Chunk(robot.now, 0.1, JOINT_POSITION, list(FR3.joint_names), np.tile(robot.q + 1.0, (5, 1)), None, 4)
+    core.on_chunk(far, robot.now)
+    ticks(20, "far target")
+    core.on_joint_state(np.full(7, np.nan), robot.now)  # an invalid joint state is ignored
+    _check_hold_reason(core, robot.now, "invalid joint state")
+    if not dry_run:
+        core.on_chunk(moving_chunk(robot.now, robot.q, n=30, step=0.005, seq=5), robot.now)
+        ticks(200, "stale joint state", publish_state=False)  # the joint states stop
+        assert any("joint_state_timeout" in r for r in seen["stale joint state"]), seen["stale joint state"]
+        ticks(20, "joint states back")
+    core.on_chunk(moving_chunk(robot.now, robot.q, n=30, step=0.005, seq=6), robot.now)
+    ticks(10, "moving")
+    assert call("pause", core.pause)
+    ticks(100, "paused")
+    assert any("paused" in r for r in seen["paused"])
+    assert call("resume", core.resume)
+    ticks(5, "resumed")
+    assert call("stop", core.stop)
+    ticks(50, "stopped")
+    assert call("estop", core.estop, "operator pressed the button")
+    ticks(100, "estop")
+    assert all("operator pressed the button" in r for r in seen["estop"]), seen["estop"]
+    assert call("reset", core.reset, robot.now)
+    ticks(5, "reset")
+    assert call("disable", core.disable)
+    ticks(300, "stopping")
+    assert core.state == ExecutorState.DISABLED
+    assert call("estop while disabled", core.estop, "while disabled")
+    ticks(3, "estop while disabled")
+    assert any("nothing is being sent" in r for r in seen["estop while disabled"])
+    assert call("reset to disabled", core.reset, robot.now)
+    ticks(3, "disabled again")
+    status = core.status(robot.now)
+    assert status.holding and "disabled" in status.hold_reason
+
+
+def test_tick_error_estop_has_a_reason():
+    core, robot = core_at()
+    core.enable(0.0)
+    robot.tick(3)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    core.scheduler.sample = broken
+    robot.tick(3)
+    status = _check_hold_reason(core, robot.now, "tick error")
+    assert status.state == "estop" and "internal error in tick" in status.hold_reason

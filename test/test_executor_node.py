@@ -202,6 +202,7 @@ def _velocity_bound():
 
 def test_chunks_become_smooth_trajectories_and_estop_latches(processes, robot, tmp_path):
     executor = start_executor(processes, tmp_path)
+    executor.wait_for_output("real-time scheduling: off (realtime_priority 0)", timeout=30)  # the default
     robot.wait_state("disabled")
     robot.wait(0.3)
     assert not robot.commands, "a disabled executor must send nothing"
@@ -241,7 +242,9 @@ def test_chunks_become_smooth_trajectories_and_estop_latches(processes, robot, t
         assert step <= LIMITS.max_step_rad + 1e-9 or (len(previous.points) > 1 and along_stop), (step, before, q)
     assert robot.gripper and robot.gripper[-1] == 1.0  # one goal on the change to closed
 
-    # estop: latched, holds, refuses chunks and resume until reset
+    # estop: latched, holds, refuses chunks and resume until reset (from rest: "holding" is reported while
+    # the last motion is still being finished, which may end with a slow approach of a few 1e-5 rad)
+    assert robot.wait_until_still(0.3, tolerance=1e-6, timeout=10), robot.describe()
     reply = robot.trigger("estop")
     assert reply.success
     robot.wait_state("estop")
@@ -352,6 +355,10 @@ def test_killed_policy_node_leads_to_hold(processes, robot, tmp_path):
     assert max(abs(v) for v in robot.commands[-1].points[0].velocities) < 1e-3
     assert robot.last_status().state == "running"  # still enabled: it resumes when chunks return
     assert math.isfinite(robot.last_status().chunk_latency_ms)
+    # and the status says why (policy_timeout_s 1 s): the policy stopped answering
+    assert robot.spin(lambda: robot.last_status().hold_reason.startswith("no chunk from the policy"), 15), \
+        robot.describe()
+    assert "is policy_node running?" in robot.last_status().hold_reason
 
 
 def test_slow_chunk_conversion_does_not_stop_the_command_stream(processes, robot, tmp_path):
@@ -397,7 +404,7 @@ def test_joint_state_watchdog_uses_the_receive_time_of_every_joint(processes, ro
 
     def fresh():
         s = robot.last_status()
-        return s.hold_reason == "" and 0 <= s.joint_state_age_ms < 300
+        return "joint_state_timeout" not in s.hold_reason and 0 <= s.joint_state_age_ms < 300
 
     assert robot.spin(fresh, 10), robot.describe()
     # (a) one joint state stamped 60 s in the future, then silence: still a timeout within ~0.5 s
@@ -447,3 +454,57 @@ def test_resync_only_while_disabled(processes, robot, tmp_path):
     assert robot.spin(lambda: len(robot.commands) > before, 10)
     first = np.array(robot.commands[before].points[0].positions)
     assert np.max(np.abs(first - (READY + np.array([0.05, 0, 0, 0, 0, 0, 0])))) < 1e-3, first
+
+
+def test_silent_policy_is_named_in_the_status_and_diagnostics(processes, robot, tmp_path):
+    """Chunks arrive, then stop (a policy killed with kill -9): the executor holds and its status and
+    /diagnostics say that the policy stopped answering; the real-time line is logged either way."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    diagnostics = []
+    robot.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    executor = start_executor(processes, tmp_path, policy_timeout_s=1.0, realtime_priority=10)
+    executor.wait_for_output("real-time scheduling", timeout=30)
+    lines = [line for line in executor.output().splitlines() if "real-time scheduling" in line]
+    assert len(lines) == 1 and ("SCHED_FIFO priority 10" in lines[0] or "not available (" in lines[0]), lines
+
+    def executor_diagnostics():
+        return [s for array in diagnostics for s in array.status if s.name == "executor_node: executor"]
+
+    assert robot.spin(lambda: executor_diagnostics(), 15), "no /diagnostics from the executor"
+    first = executor_diagnostics()[-1]
+    values = {kv.key: kv.value for kv in first.values}
+    assert values["state"] == "disabled" and first.level == DiagnosticStatus.OK, (first.message, values)
+    assert {"tick_ms_p50", "tick_ms_p99", "chunks_accepted", "dry_run", "hold_reason"} <= set(values)
+
+    assert robot.enable().success, robot.describe()
+    robot.wait_state("running")
+    for k in range(3):  # a few chunks, each answering the requests
+        rows = np.linspace(robot.q, robot.q + np.array([0.01, 0, 0, 0, 0, 0, 0]), 9)[1:]
+        robot.send_chunk_until_accepted(rows, dt=0.05, sequence=10 + k)
+        robot.wait(0.2)
+    requests = len(robot.requests)
+
+    def named():
+        s = robot.last_status()
+        return s.state == "running" and s.holding and s.hold_reason.startswith("no chunk from the policy for ")
+
+    assert robot.spin(named, 15), robot.describe()
+    assert len(robot.requests) > requests, "the executor keeps asking"
+    reason = robot.last_status().hold_reason
+    assert "is policy_node running?" in reason and "last chunk at" in reason and "sequence 12" in reason, reason
+    count = len(executor_diagnostics())
+    assert robot.spin(lambda: len(executor_diagnostics()) > count + 1, 10)
+    last = executor_diagnostics()[-1]
+    assert last.level == DiagnosticStatus.WARN and "no chunk from the policy" in last.message, last
+    assert {kv.key: kv.value for kv in last.values}["enabled"] == "true"
+    # chunks again: the reason goes away
+    rows = np.linspace(robot.q, robot.q + np.array([0.01, 0, 0, 0, 0, 0, 0]), 41)[1:]
+    robot.send_chunk_until_accepted(rows, dt=0.05, sequence=20)
+    assert robot.spin(lambda: "no chunk from the policy" not in robot.last_status().hold_reason, 10), \
+        robot.describe()
+    # estop: ERROR on /diagnostics
+    assert robot.trigger("estop").success
+    count = len(executor_diagnostics())
+    assert robot.spin(lambda: any(s.level == DiagnosticStatus.ERROR for s in executor_diagnostics()[count:]), 10)
+    assert executor.alive()

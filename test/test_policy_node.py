@@ -193,6 +193,23 @@ def test_chunks_from_synthetic_streams(processes, robot, tmp_path):
     assert status.ready and status.device == "cpu" and status.inference_p50_ms > 0
     assert list(status.input_names) == CAMERAS + ["/joint_states"]
     assert all(0 <= age < 500 for age in status.input_ages_ms)
+
+    # /diagnostics (1 Hz) says the same, WARN because the weights are random
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    diagnostics = []
+    robot.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+
+    def policy_diagnostics():
+        return [s for array in diagnostics for s in array.status if s.name == "policy_node: policy"]
+
+    assert robot.spin_until(lambda: policy_diagnostics(), 10), "no /diagnostics from the policy"
+    diag = policy_diagnostics()[-1]
+    assert diag.level == DiagnosticStatus.WARN and diag.message == "ready, random weights"
+    values = {kv.key: kv.value for kv in diag.values}
+    assert values["ready"] == "true" and values["device"] == "cpu" and int(values["chunks_published"]) > 0
+    assert values["instruction"] == "push the blue cube to the left"
+    assert float(values["inference_p50_ms"]) > 0 and "input_age_ms./cam/wrist" in values
     assert policy.alive()
 
 

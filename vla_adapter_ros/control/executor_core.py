@@ -69,8 +69,9 @@ REST_WINDOW_S = 0.2  # s of joint states that must agree before enable adopts th
 REST_MIN_SAMPLES = 3
 ANCHOR_MARGIN_S = 0.5  # s kept in the anchor logs beyond chunk_max_age + joint_state_timeout
 ANCHOR_MAX_SAMPLES = 8192  # cap of each anchor log (a 1 kHz joint state topic fills ~2 s of it)
+QUEUE_EMPTY = "queue empty"  # hold reasons of a RUNNING core that merely has no chunk start with this
 
-__all__ = ["Chunk", "Command", "ExecutorCore", "ExecutorState", "ExecutorStatus", "TrajectoryPoint",
+__all__ = ["QUEUE_EMPTY", "Chunk", "Command", "ExecutorCore", "ExecutorState", "ExecutorStatus", "TrajectoryPoint",
            "joint_state_age_ok", "reorder_joint_state"]
 
 
@@ -776,11 +777,13 @@ class ExecutorCore:
         if last is not None and not last.accepted:
             rejected_reason = last.reason
         out = self.last_output
+        # DISABLED sends nothing: holding (whatever the last command was); not yet ticked: holding
+        holding = True if out is None or self.state == ExecutorState.DISABLED else bool(out.holding)
         return ExecutorStatus(
             state=self.state.value,
             dry_run=self.dry_run,
-            holding=bool(out.holding) if out is not None else True,
-            hold_reason=out.hold_reason if out is not None else None,
+            holding=holding,
+            hold_reason=self._hold_reason(now) if holding else None,
             queue_depth=self.scheduler.depth(now),
             queue_remaining_s=self.scheduler.remaining_time(now),
             needs_chunk=self.state == ExecutorState.RUNNING and self.scheduler.needs_chunk(now),
@@ -796,6 +799,45 @@ class ExecutorCore:
             gripper_state=self.gripper.state,
             message=self.message,
         )
+
+    def _hold_reason(self, now: float) -> str:
+        """Why the executor holds (status only; never empty): the latched estop, the safety filter's
+        rejection of the last target, or what the state is waiting for."""
+        state, out = self.state, self.last_output
+        if state == ExecutorState.ESTOP:
+            sending = "" if self._active else " (nothing is being sent)"
+            return f"estop latched{sending}: {self.estop_reason or 'no reason given'}; call ~/reset"
+        kind = None if out is None else out.hold_reason
+        if kind is not None and state != ExecutorState.DISABLED:
+            return f"{kind}: {self._describe_filter_hold(kind, now)}"
+        if state == ExecutorState.DISABLED:
+            return "disabled: nothing is sent (call ~/enable)"
+        if state == ExecutorState.STOPPING:
+            return "disabling: stopping smoothly, then nothing is sent"
+        if state == ExecutorState.IDLE:
+            gate = self._start_gate() if self.measured_q is not None else None
+            return f"idle: {gate}" if gate else "idle: call ~/start (or ~/go_home)"
+        if state == ExecutorState.PAUSED:
+            return "paused: call ~/resume"
+        if state == ExecutorState.RUNNING:
+            last = self.last_chunk
+            rejected = "" if last is None or last.accepted else f"; last chunk rejected: {last.reason}"
+            if self._last_target is not None:
+                return f"{QUEUE_EMPTY}: finishing the last chunk's motion, waiting for a chunk{rejected}"
+            return f"{QUEUE_EMPTY}: waiting for a chunk from the policy{rejected}"
+        return f"{state.value}: holding"
+
+    def _describe_filter_hold(self, kind: str, now: float) -> str:
+        if kind == "joint_state_timeout":
+            if self.measured_stamp is None:
+                return "no joint state received"
+            return (f"joint state {now - self.measured_stamp:.3f} s old (timeout "
+                    f"{self.limits.joint_state_timeout:.3f} s): is the joint state topic publishing?")
+        text = {"invalid_command": "the target was not finite or had the wrong shape",
+                "jump_from_measured": "the target is too far from the measured position",
+                "workspace": "the target leaves the workspace box"}.get(kind, "target rejected by the safety filter")
+        event = self.filter.last_event
+        return f"{text} ({event})" if event else text
 
     @_locked
     def needs_chunk(self, now: float) -> bool:

@@ -34,13 +34,24 @@ was itself updated (joint states may arrive split into several messages, e.g. ar
 Nothing reaches the core before every arm joint was received once. Names that are not arm joints are
 ignored; a message whose name and position lengths differ is ignored (counted, logged throttled).
 
+Status: status_topic (ExecutorStatus, status_rate_hz) and /diagnostics (diagnostic_msgs, 1 Hz: state,
+hold reason, interventions, tick timing p50/p99; ERROR on estop, WARN while holding enabled; see
+nodes/diagnostics.py). While holding, the hold reason is never empty; when chunk requests have gone
+unanswered for longer than policy_timeout_s, it says that the policy stopped answering.
+
+Real-time: with realtime_priority > 0 the control thread asks for SCHED_FIFO at that priority (needs
+CAP_SYS_NICE or an rtprio limit); one log line says whether it got it. Start-up never fails for it.
+
 A control tick never raises: an internal error is logged with its traceback, latches the estop
 ("internal error in tick: ..."), and that tick sends nothing; the following ticks brake.
 """
 
 from __future__ import annotations
 
+import collections
+import errno
 import math
+import os
 import sys
 import threading
 import time
@@ -58,6 +69,7 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from vla_adapter_ros.control import Chunk, ExecutorCore, ExecutorState, load_robot_limits
+from vla_adapter_ros.control.executor_core import QUEUE_EMPTY
 from vla_adapter_ros.msg import ActionChunk, ExecutorStatus
 from vla_adapter_ros.nodes.common import (
     Param,
@@ -70,6 +82,7 @@ from vla_adapter_ros.nodes.common import (
     stamp_seconds,
     watch_clock,
 )
+from vla_adapter_ros.nodes.diagnostics import DiagnosticsPublisher, diagnostic_status
 
 OUTPUTS = ("jtc", "forward", "sim", "eef_delta")
 GRIPPER_OUTPUTS = ("none", "topic", "franka", "auto")
@@ -109,6 +122,8 @@ DEFAULTS = {
     "grasp_epsilon": 0.08,
     "gripper_open_threshold": 0.3,
     "gripper_close_threshold": 0.7,
+    "policy_timeout_s": 1.0,  # s of unanswered chunk requests before the status blames the policy
+    "realtime_priority": 0,  # SCHED_FIFO priority of the control thread; 0 = off (robot PC: e.g. 10; see README)
 }
 
 # what each parameter means; `live` ones can be changed with `ros2 param set` (see _validate_live)
@@ -159,10 +174,88 @@ PARAMETERS = {
                                     range=(0.0, 1.0), live=True),
     "gripper_close_threshold": Param("gripper closure above this closes (hysteresis; > gripper_open_threshold)",
                                      range=(0.0, 1.0), live=True),
+    "policy_timeout_s": Param("chunk requests unanswered for longer than this (s): the status and /diagnostics "
+                              "report that the policy stopped answering (a report only; the hold itself "
+                              "comes from the empty queue)", range=(0.01, 3600.0), live=True),
+    "realtime_priority": Param("SCHED_FIFO priority of the control thread; 0 = normal scheduling (default: a "
+                               "real-time thread preempts every normal process on the machine, e.g. a policy "
+                               "running on the CPU). On a robot PC use e.g. 10 (below ros2_control's "
+                               "controller_manager at 50). Needs CAP_SYS_NICE or an rtprio limit; without them "
+                               "the node logs why and runs normally", range=(0, 98)),
 }
 check_specs(DEFAULTS, PARAMETERS)
 
 SUPERSEDED = "superseded by a newer chunk before it was processed"
+DIAGNOSTICS_PERIOD_S = 1.0
+
+
+def request_realtime(priority: int) -> tuple[bool, str]:
+    """Ask for SCHED_FIFO ``priority`` for the calling thread (Linux: threads it starts later inherit
+    it). Never raises: returns (granted, one log line)."""
+    priority = int(priority)
+    if priority <= 0:
+        return False, "real-time scheduling: off (realtime_priority 0)"
+    setter = getattr(os, "sched_setscheduler", None)
+    if setter is None or not hasattr(os, "SCHED_FIFO"):
+        return False, "real-time scheduling not available on this platform (no sched_setscheduler); see README"
+    try:
+        setter(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno else type(exc).__name__
+        return False, (f"real-time scheduling not available ({code}): run with CAP_SYS_NICE / rtprio limits "
+                       "(e.g. ulimit -r 99, docker --cap-add SYS_NICE --ulimit rtprio=99); see README")
+    except Exception as exc:  # (a bad priority value, ...): never fail the start-up for it
+        return False, f"real-time scheduling not available ({exc!r}); see README"
+    return True, f"real-time scheduling: SCHED_FIFO priority {priority}"
+
+
+class PolicyWatch:
+    """Whether the chunk requests are answered (runs on the control thread; time in s of ROS time).
+
+    ``requested(now)`` for each request published, ``answered(now, sequence)`` for each chunk message
+    received (accepted or not: the policy answers), ``idle()`` while no chunk is needed. ``problem(now)``
+    is a sentence once requests have gone unanswered for longer than ``timeout_s``, else None.
+    """
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = float(timeout_s)
+        self.waiting_since: Optional[float] = None  # first request not answered yet
+        self.unanswered = 0
+        self.last_chunk_time: Optional[float] = None
+        self.last_chunk_sequence: Optional[int] = None
+
+    def requested(self, now: float) -> None:
+        if self.waiting_since is None:
+            self.waiting_since = now
+        self.unanswered += 1
+
+    def answered(self, now: float, sequence: Optional[int] = None) -> None:
+        self.last_chunk_time, self.last_chunk_sequence = now, sequence
+        self.waiting_since, self.unanswered = None, 0
+
+    def idle(self) -> None:
+        self.waiting_since, self.unanswered = None, 0
+
+    def silent_for(self, now: float) -> Optional[float]:
+        """s since the first unanswered request (None: nothing is awaited)."""
+        return None if self.waiting_since is None else max(0.0, now - self.waiting_since)
+
+    def problem(self, now: float) -> Optional[str]:
+        silent = self.silent_for(now)
+        if silent is None or silent <= self.timeout_s:
+            return None
+        if self.last_chunk_time is None:
+            last = "no chunk received since the executor started"
+        else:
+            t = self.last_chunk_time
+            when = time.strftime("%H:%M:%S", time.localtime(t)) if t > 1e9 else f"t={t:.3f} s"
+            last = f"last chunk at {when}, {now - t:.1f} s ago, sequence {self.last_chunk_sequence}"
+        return (f"no chunk from the policy for {silent:.1f} s ({self.unanswered} requests unanswered; "
+                f"is policy_node running? {last})")
+
+
+def percentile_ms(samples: Sequence[float], q: float) -> float:
+    return float(np.percentile(samples, q)) if len(samples) else float("nan")
 
 
 class JointStateCache:
@@ -298,7 +391,11 @@ class ExecutorNode(Node):
                 gripper_open_threshold=float(p["gripper_open_threshold"]),
                 gripper_close_threshold=float(p["gripper_close_threshold"]), dry_run=bool(p["dry_run"]))
         self.tick_ms = float("nan")
+        n_ticks = max(10, int(round(2.0 / self.core.dt)))  # ~2 s of tick timing for /diagnostics
+        self._tick_starts: collections.deque = collections.deque(maxlen=n_ticks)  # perf_counter s
+        self._tick_durations: collections.deque = collections.deque(maxlen=n_ticks)  # ms
         self._last_request = -math.inf
+        self.policy_watch = PolicyWatch(float(p["policy_timeout_s"]))
         self._joint_cache = JointStateCache(self.limits.joint_names)
         self._last_tick_error: Optional[str] = None
         self.chunk_worker = ChunkWorker(self._process_chunk, self._on_chunk_dropped, self._on_chunk_error)
@@ -337,6 +434,8 @@ class ExecutorNode(Node):
                             callback_group=control)
         self.create_timer(self.core.dt, self._tick, callback_group=control)
         self.create_timer(1.0 / float(p["status_rate_hz"]), self._publish_status, callback_group=control)
+        self.diagnostics = DiagnosticsPublisher(self, self._diagnostics, DIAGNOSTICS_PERIOD_S, callback_group=control)
+        self.realtime = False  # see enter_realtime (called by main, in the thread that spins the node)
         self._auto_enable_pending = bool(p["auto_enable"])
         mode = "DRY RUN (nothing is sent)" if p["dry_run"] else f"output {p['output']}"
         self.get_logger().info(
@@ -348,6 +447,15 @@ class ExecutorNode(Node):
                 f"output forward at {1.0 / self.core.dt:.0f} Hz: a forward position controller applies each "
                 "command as a step at its own update rate, so the motion it sees is continuous only when "
                 "control_rate_hz equals that rate (1000 for franka_ros2); see README, Safety")
+
+    def enter_realtime(self) -> bool:
+        """Ask for SCHED_FIFO (parameter realtime_priority) for the calling thread, which must be the
+        one that spins this node (the control thread; the chunk worker, started before, keeps normal
+        scheduling). One log line either way; never raises."""
+        priority = int(self.p["realtime_priority"])
+        self.realtime, line = request_realtime(priority)
+        (self.get_logger().info if self.realtime or priority <= 0 else self.get_logger().warning)(line)
+        return self.realtime
 
     # ------------------------------------------------------------------ live parameters
     def _validate_live(self, values: dict, changes: dict) -> Optional[str]:
@@ -375,6 +483,8 @@ class ExecutorNode(Node):
                 for key, cast in (("blend_mode", str), ("crossfade_steps", int), ("ensemble_decay", float)):
                     if key in changes:
                         setattr(scheduler, key, cast(changes[key]))
+            if "policy_timeout_s" in changes:
+                self.policy_watch.timeout_s = float(changes["policy_timeout_s"])
             core.gripper.open_threshold = float(self.p["gripper_open_threshold"])
             core.gripper.close_threshold = float(self.p["gripper_close_threshold"])
 
@@ -454,6 +564,7 @@ class ExecutorNode(Node):
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         """Parse only (cheap); the conversion runs on the chunk worker thread."""
+        self.policy_watch.answered(self._now(), int(msg.sequence))  # any chunk, even a rejected one, is an answer
         try:
             chunk = Chunk.from_flat(stamp_seconds(msg.header.stamp), msg.dt,
                                     msg.action_space, list(msg.names), msg.horizon, msg.action_dim,
@@ -527,12 +638,17 @@ class ExecutorNode(Node):
             self._publish_command(command)
             if command.gripper_event is not None:
                 self._send_gripper(command.gripper_event)
-        if self.core.needs_chunk(now) and now - self._last_request >= float(self.p["request_period"]):
+        if not self.core.needs_chunk(now):
+            self.policy_watch.idle()
+        elif now - self._last_request >= float(self.p["request_period"]):
             self._last_request = now
             header = Header(frame_id="queue_low")
             header.stamp = self.get_clock().now().to_msg()
             self.request_pub.publish(header)
+            self.policy_watch.requested(now)
         self.tick_ms = (time.perf_counter() - start) * 1e3
+        self._tick_starts.append(start)
+        self._tick_durations.append(self.tick_ms)
 
     def _on_tick_error(self, exc: Exception) -> None:
         text = repr(exc)
@@ -578,12 +694,29 @@ class ExecutorNode(Node):
             self.command_pub.publish(msg)
 
     # ------------------------------------------------------------------ status
+    def _status(self):
+        """(core status, hold reason): the reason is never empty while holding; a silent policy
+        (requests unanswered for longer than policy_timeout_s) is named as the reason while running."""
+        now = self._now()
+        s = self.core.status(now)
+        if not s.holding:
+            return s, ""
+        reason = s.hold_reason or f"{s.state}: holding"
+        policy = self.policy_watch.problem(now) if s.state == ExecutorState.RUNNING.value else None
+        if policy is None:
+            return s, reason
+        # the policy's silence replaces "queue empty"; a more specific hold (joint states, ...) stays first
+        if reason.startswith(QUEUE_EMPTY):  # keep what follows, e.g. "; last chunk rejected: ..."
+            rest = reason.partition("; ")[2]
+            return s, f"{policy}; {rest}" if rest else policy
+        return s, f"{reason}; also {policy}"
+
     def _publish_status(self) -> None:
-        s = self.core.status(self._now())
+        s, hold_reason = self._status()
         msg = ExecutorStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.state, msg.dry_run, msg.holding = s.state, s.dry_run, s.holding
-        msg.hold_reason = s.hold_reason or ""
+        msg.hold_reason = hold_reason
         msg.estop_reason = s.estop_reason or ""
         msg.message = s.message or ""
         msg.queue_depth = int(s.queue_depth)
@@ -602,6 +735,51 @@ class ExecutorNode(Node):
         msg.tick_ms = self.tick_ms
         self.status_pub.publish(msg)
 
+    def tick_timing(self) -> dict:
+        """Control tick timing over the last ~2 s: duration p50/p99/max (ms), rate (Hz), period p99 (ms)."""
+        durations, starts = list(self._tick_durations), list(self._tick_starts)
+        periods = np.diff(starts) * 1e3 if len(starts) > 1 else np.zeros(0)
+        return {
+            "tick_ms_p50": percentile_ms(durations, 50), "tick_ms_p99": percentile_ms(durations, 99),
+            "tick_ms_max": max(durations) if durations else float("nan"),
+            "tick_period_ms_p99": percentile_ms(periods, 99),
+            "tick_rate_hz": (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 and starts[-1] > starts[0]
+            else float("nan"),
+        }
+
+    def diagnostic_values(self) -> dict:
+        """The executor's status as a plain dict (see nodes/diagnostics.py for the level mapping)."""
+        s, hold_reason = self._status()
+        now = self._now()
+        timing = self.tick_timing()
+        silent = self.policy_watch.silent_for(now)
+        values = {
+            "state": s.state, "enabled": s.state != ExecutorState.DISABLED.value, "holding": s.holding,
+            "hold_reason": hold_reason, "estop_reason": s.estop_reason or "", "dry_run": s.dry_run,
+            "output": self.p["output"], "control_rate_hz": 1.0 / self.core.dt,
+            **timing,
+            "realtime": f"SCHED_FIFO {int(self.p['realtime_priority'])}" if self.realtime else "off",
+            "queue_depth": int(s.queue_depth), "queue_remaining_s": float(s.queue_remaining_s),
+            "chunks_accepted": int(s.chunks_accepted), "chunks_rejected": int(self.core.chunks_rejected),
+            "last_chunk_reject_reason": s.last_chunk_reject_reason or "",
+            "policy_silent_s": float("nan") if silent is None else silent,
+            "interventions": {k: int(v) for k, v in s.clip_counts.items()},
+            "interventions_total": int(sum(s.clip_counts.values())),
+            "last_safety_event": s.last_safety_event or "",
+            "joint_state_age_ms": float("nan") if s.joint_state_age is None else s.joint_state_age * 1e3,
+            "gripper_state": s.gripper_state or "unknown", "message": s.message or "",
+        }
+        if s.state == ExecutorState.RUNNING.value and not s.holding and self.policy_watch.problem(now):
+            values["warning"] = self.policy_watch.problem(now)  # still moving, but the queue is running out
+        p99 = timing["tick_ms_p99"]
+        if s.state != ExecutorState.DISABLED.value and math.isfinite(p99) and p99 > self.core.dt * 1e3:
+            values["warning"] = f"control tick p99 {p99:.2f} ms > period {self.core.dt * 1e3:.2f} ms"
+        return values
+
+    def _diagnostics(self):
+        return diagnostic_status(f"{self.get_name()}: executor", self.diagnostic_values(),
+                                 hardware_id=self.limits.name)
+
 
 def main(argv: list[str] | None = None) -> int:
     # Single-threaded: every callback is in one mutually exclusive group (they never race the tick),
@@ -610,7 +788,10 @@ def main(argv: list[str] | None = None) -> int:
     # a numpy-heavy worker (IK for an EEF_DELTA chunk) could delay a tick by 5 ms at a time (half a
     # 100 Hz period); 0.5 ms lets the control thread take the GIL back quickly.
     sys.setswitchinterval(0.0005)
-    return run_node(ExecutorNode, "executor_node", argv, teardown=ExecutorNode.shutdown, num_threads=1)
+    # real-time scheduling for the thread that spins the node (this one), requested after the node
+    # (and its chunk worker thread) exist
+    return run_node(ExecutorNode, "executor_node", argv, setup=ExecutorNode.enter_realtime,
+                    teardown=ExecutorNode.shutdown, num_threads=1)
 
 
 if __name__ == "__main__":

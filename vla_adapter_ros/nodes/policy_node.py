@@ -51,6 +51,7 @@ from vla_adapter_ros.nodes.common import (
     stamp_seconds,
     watch_clock,
 )
+from vla_adapter_ros.nodes.diagnostics import DiagnosticsPublisher, diagnostic_status
 from vla_adapter_ros.observation import (
     ImageDecodeError,
     InputRejected,
@@ -380,6 +381,7 @@ class PolicyNode(Node):
         else:
             raise ValueError(f"trigger must be 'request' or 'rate', got {p['trigger']!r}")
         self.create_timer(1.0 / float(p["status_rate_hz"]), self._publish_status, callback_group=control)
+        self.diagnostics = DiagnosticsPublisher(self, self._diagnostics, 1.0, callback_group=control)
         self.worker = InferenceWorker(self._run_model, self._on_model_result)
         watch_clock(self)
         self.ready = True
@@ -659,6 +661,25 @@ class PolicyNode(Node):
         status.input_names = list(self.input_topics)
         status.input_ages_ms = [-1.0 if a is None else float(a * 1e3) for a in ages.values()]
         self.status_pub.publish(status)
+
+    def _diagnostics(self):
+        """/diagnostics: what the status says, with a level (WARN while loading or on random weights)."""
+        with self._lock:
+            values = {"ready": self.ready, "instruction": self.instruction, "chunks_published": self.chunks_published,
+                      "refusals": self.refusals, "last_refusal": self.last_refusal}
+        values.update(model_id=self.engine.model_id, device=self.engine.device,
+                      random_weights=self.engine.random_weights)
+        if self.worker is not None:
+            values.update(inference_p50_ms=self.worker.latency.percentile(50),
+                          inference_p95_ms=self.worker.latency.percentile(95))
+        if self.assembler is not None:
+            values["input_age_ms"] = {k: -1.0 if a is None else a * 1e3
+                                      for k, a in self.assembler.ages(now_seconds(self)).items()}
+        level = "WARN" if not self.ready or self.engine.random_weights else "OK"
+        message = ("loading" if not self.ready else "ready, random weights" if self.engine.random_weights
+                   else "ready")
+        return diagnostic_status(f"{self.get_name()}: policy", values, level=level, message=message,
+                                 hardware_id=self.engine.device)
 
     def shutdown(self) -> None:
         """Stop inference before the ROS context goes (a running prediction may finish, unpublished)."""
