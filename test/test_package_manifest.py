@@ -32,6 +32,9 @@ ROSDEP_KEYS = {
     "franka_msgs": "franka_msgs",
     "rosgraph_msgs": "rosgraph_msgs",
     "lifecycle_msgs": "lifecycle_msgs",
+    "rcl_interfaces": "rcl_interfaces",
+    "launch": "launch",
+    "launch_ros": "launch_ros",
     "cv_bridge": "cv_bridge",
     "numpy": "python3-numpy",
     "yaml": "python3-yaml",
@@ -56,6 +59,7 @@ PIP_ONLY = {
     "tiktoken": "tiktoken",
     "peft": "peft",
     "pyarrow": "pyarrow",
+    "imageio_ffmpeg": "imageio-ffmpeg",
 }
 PIP_REQUIREMENTS = ("requirements/ros-workspace.txt", "requirements/ros-workspace-no-deps.txt")
 
@@ -66,6 +70,11 @@ OPTIONAL = {
     "franka_msgs": "executor gripper_output 'franka' (part of franka_ros2 on Franka machines)",
     "libero": "LIBERO bridge (libero_node): its own venv from scripts/setup_libero.sh, no rosdep key",
     "timm": "gpu-check's tower comparison against the reference implementation (skipped without timm)",
+    # zstd / lz4 MCAP chunks when convert salvages a truncated bag: rosbags' own dependencies (backports.zstd,
+    # lz4; `compression.zstd` on Python >= 3.14); our recorder writes uncompressed chunks
+    "compression": "zstd chunks of a truncated MCAP bag (Python >= 3.14 standard library)",
+    "backports": "zstd chunks of a truncated MCAP bag (backports.zstd, installed with rosbags)",
+    "lz4": "lz4 chunks of a truncated MCAP bag (installed with rosbags)",
 }
 
 
