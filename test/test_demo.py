@@ -33,11 +33,71 @@ def test_demo_runs_episodes_and_writes_outputs(ros_domain, tmp_path):
     assert "average" in text and "reach_red" in text  # the success table is printed
     for entry in summary["episodes"]:
         assert entry["sim_seconds"] >= 2.0 and entry["chunks"] > 0
-        assert (out / entry["gif"]).stat().st_size > 10_000
+        assert entry["video"].endswith(".mp4") and "gif" not in entry
         assert (out / entry["plot"]).stat().st_size > 10_000
+        _check_video(out / entry["video"], entry["sim_seconds"])
+    assert "episode 2/2 lift_green" in text  # the bar names the episode (and its simulated time)
     log = (out / "nodes.log").read_text()
     assert "[sim_node]" in log and "[policy_node]" in log and "[executor_node]" in log
     assert "stopped: sim_node=" in log  # every node was stopped and reaped
+
+
+def _check_video(path, sim_seconds: float) -> None:
+    """An MP4 that decodes: both cameras side by side under a text band, about one frame per 0.1 s
+    simulated (the cameras' 10 Hz) plus the held last frame."""
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import numpy as np
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    w, h = meta["size"]
+    frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
+    assert w == 896 and h > 448
+    assert 0.5 * sim_seconds * 10 <= len(frames) <= sim_seconds * 10 + 20
+    band = frames[0][: h - 448]
+    assert band.std() > 20  # the instruction, clock and verdict are drawn on it
+    assert frames[0][h - 448:].std() > 10  # and the cameras are not blank
+
+
+def test_media_arguments():
+    import argparse
+
+    from vla_adapter_ros import demo
+
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    assert parser.parse_args([]).media == "mp4"
+    assert parser.parse_args(["--media", "gif"]).media == "gif"
+    assert parser.parse_args(["--no-media"]).no_media  # kept; the demo reads it as --media none
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--media", "avi"])
+
+
+def test_plot_limits_come_from_the_executors_robot(tmp_path):
+    from vla_adapter_ros.demo import _stack_file, executor_robot
+    from vla_adapter_ros.supervisor import load_stack
+
+    files = [p for spec in load_stack(_stack_file()) if spec.name == "executor_node" for p in spec.params]
+    assert executor_robot(files) == "fr3_sim"  # config/executor_sim.yaml
+    override = tmp_path / "robot.yaml"
+    override.write_text("executor_node:\n  ros__parameters:\n    robot: panda\n")
+    assert executor_robot([*files, override]) == "panda"  # a later --params file wins
+    assert executor_robot([tmp_path / "missing.yaml"]) == "fr3_sim"
+
+
+def test_progress_moves_within_an_episode():
+    from tqdm import tqdm
+
+    from vla_adapter_ros.demo import _episode_progress
+
+    bar = tqdm(total=3, disable=True)
+    _episode_progress(bar, 1, 2.0, 8.0, "2/3 lift_green")
+    assert bar.n == pytest.approx(1.25)
+    assert bar.desc == "episode 2/3 lift_green t= 2.0/8.0 s sim"
+    _episode_progress(bar, 1, 30.0, 8.0, "2/3 lift_green")  # past the limit: not the next episode yet
+    assert 1.99 <= bar.n < 2
+    _episode_progress(bar, 2, 0.0, 0.0, "2/3 lift_green done")
+    assert bar.n == 2 and bar.desc == "episode 2/3 lift_green done"
 
 
 def test_success_table_weighs_tasks_equally():

@@ -3,8 +3,10 @@
 Starts sim_node + policy_node + executor_node (config/sim_stack.yaml) as separate processes over
 real ROS 2 middleware, then for each episode: resets the simulation (seeded), enables the executor,
 sends an ExecuteInstruction goal to the policy and waits for success or the time limit. Prints one
-line per episode with a progress bar, and writes to the output folder: a GIF of both cameras per
-episode, a plot of commanded vs measured joints per episode, summary.json and the nodes' log.
+line per episode with a progress bar (simulated time within the episode), and writes to the output
+folder: a video of both cameras per episode (MP4 with the instruction, time and verdict; GIF on request
+or when no ffmpeg writer is installed), a plot of commanded vs measured joints and gripper per episode
+against the robot's limits, summary.json and the nodes' log.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "sim_checkpoint"
@@ -51,10 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated seconds per episode (default 0: the task's own limit, as collect and replay "
                              "use)")
     parser.add_argument("--output", default="outputs/demo",
-                        help="folder for the GIFs, joint plots, summary.json and nodes.log")
+                        help="folder for the videos, joint plots, summary.json and nodes.log")
     parser.add_argument("--startup-timeout", type=float, default=300.0,
                         help="seconds to wait for the nodes (a node that exits stops the wait at once)")
-    parser.add_argument("--no-media", action="store_true", help="skip GIFs and plots")
+    parser.add_argument("--media", choices=("mp4", "gif", "none"), default="mp4",
+                        help="per-episode video of both cameras with the instruction, time and verdict: mp4 "
+                             "(falls back to gif when imageio-ffmpeg is missing), gif, or none (no video and no "
+                             "joint plot)")
+    parser.add_argument("--no-media", action="store_true", help="same as --media none")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per episode stays)")
     parser.add_argument("--real-time-factor", type=float, default=1.0,
                         help="upper bound of simulated / wall time; below 1 gives a slow CPU's policy the inference "
@@ -92,68 +97,73 @@ def preflight(args: argparse.Namespace) -> str:
 
 
 class _Recorder:
-    """Collects camera frames, measured joints and commanded joints of one episode."""
+    """Collects camera frames, measured joints and commanded joints (arm and gripper) of one episode.
+    Times are simulation stamps (s)."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.frames: dict[str, list[np.ndarray]] = {"agentview": [], "wrist": []}
-        self.measured: list[tuple[float, np.ndarray]] = []
-        self.commanded: list[tuple[float, np.ndarray]] = []
+        self.clear()
 
     def clear(self):
         with self.lock:
-            self.frames = {"agentview": [], "wrist": []}
-            self.measured, self.commanded = [], []
+            self.frames: dict[str, list[np.ndarray]] = {"agentview": [], "wrist": []}
+            self.frame_stamps: dict[str, list[float]] = {"agentview": [], "wrist": []}
+            self.measured: list[tuple[float, np.ndarray]] = []
+            self.commanded: list[tuple[float, np.ndarray]] = []
+            self.gripper_measured: list[tuple[float, float]] = []  # width, m
+            self.gripper_commanded: list[tuple[float, float]] = []  # width, m
+
+    def elapsed(self) -> float:
+        """Simulated seconds recorded so far (0 before the second joint state)."""
+        with self.lock:
+            return self.measured[-1][0] - self.measured[0][0] if self.measured else 0.0
 
 
-def _write_media(out_dir: Path, episode: int, rec: _Recorder, title: str, entry: dict) -> None:
-    """GIF of both cameras and the joint plot of one episode; their names go into `entry`."""
+def executor_robot(param_files) -> str:
+    """The robot limits file the executor runs with: the last `robot` that the executor's parameter
+    files set (default fr3_sim, config/executor_sim.yaml's)."""
+    import yaml
+
+    robot = "fr3_sim"
+    for path in param_files:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        for section in ("/**", "executor_node", "/executor_node"):
+            params = (data.get(section) or {}).get("ros__parameters") if isinstance(data, dict) else None
+            if isinstance(params, dict) and isinstance(params.get("robot"), str) and params["robot"]:
+                robot = params["robot"]
+    return robot
+
+
+def _write_media(out_dir: Path, episode: int, rec: _Recorder, fmt: str, label, title: str, entry: dict,
+                 limits=None) -> str:
+    """Video of both cameras and the joint plot of one episode; their names go into `entry` ("video", and
+    "gif" as well for a GIF); returns a note ('' or why an MP4 became a GIF)."""
+    from vla_adapter_ros import media
+
     with rec.lock:
-        gif = out_dir / f"episode_{episode:02d}.gif"
-        if _write_gif(gif, rec.frames):
-            entry["gif"] = gif.name
+        video, note = media.write_episode_video(out_dir / f"episode_{episode:02d}", rec.frames, rec.frame_stamps,
+                                                label, fmt)
+        if video is not None:
+            entry["video"] = video.name
+            if video.suffix == ".gif":
+                entry["gif"] = video.name
         plot = out_dir / f"joints_{episode:02d}.png"
-        if _write_plot(plot, rec.measured, rec.commanded, [f"fr3_joint{j}" for j in range(1, 8)], title):
+        if media.write_plot(plot, rec.measured, rec.commanded, [f"fr3_joint{j}" for j in range(1, 8)], title,
+                            limits, rec.gripper_measured, rec.gripper_commanded):
             entry["plot"] = plot.name
+    return note
 
 
-def _write_gif(path: Path, frames: dict[str, list[np.ndarray]], fps: float = 10.0) -> bool:
-    from PIL import Image
-
-    count = min(len(v) for v in frames.values())
-    if count == 0:
-        return False
-    images = [Image.fromarray(np.concatenate([frames[k][i] for k in frames], axis=1)) for i in range(count)]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return True
-
-
-def _write_plot(path: Path, measured, commanded, names, title: str) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not measured:
-        return False
-    t0 = measured[0][0]
-    fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.6 * len(names)), sharex=True)
-    tm = np.array([t - t0 for t, _ in measured])
-    qm = np.array([q for _, q in measured])
-    tc = np.array([t - t0 for t, _ in commanded]) if commanded else np.zeros(0)
-    qc = np.array([q for _, q in commanded]) if commanded else np.zeros((0, len(names)))
-    for j, ax in enumerate(axes):
-        ax.plot(tm, qm[:, j], label="measured", lw=1.2)
-        if len(tc):
-            ax.plot(tc, qc[:, j], "--", label="commanded", lw=1.0)
-        ax.set_ylabel(names[j], fontsize=7)
-    axes[0].legend(loc="upper right", fontsize=7)
-    axes[0].set_title(title, fontsize=9)
-    axes[-1].set_xlabel("time [s]")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+def _episode_progress(bar, done: int, elapsed_s: float, limit_s: float, text: str) -> None:
+    """Move the bar to `done` whole episodes plus the simulated fraction of the current one."""
+    fraction = min(max(elapsed_s / limit_s, 0.0), 0.999) if limit_s > 0 else 0.0
+    bar.n = round(done + fraction, 3)
+    bar.set_description_str(f"episode {text}" + (f" t={elapsed_s:4.1f}/{limit_s:.1f} s sim" if limit_s > 0 else ""),
+                            refresh=False)
+    bar.refresh()
 
 
 def _disable_and_wait(session, enable, request_type, status: dict, timeout: float = 10.0) -> None:
@@ -228,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
     from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Float64
     from std_srvs.srv import SetBool, Trigger
     from tqdm import tqdm
     from trajectory_msgs.msg import JointTrajectory
@@ -250,25 +261,45 @@ def run(args: argparse.Namespace) -> int:
         f"    checkpoint: {json.dumps(checkpoint)}\n"
         f"    default_max_duration: {float(args.max_duration or 12.0)}\n"
     )
-    session = StackSession(load_stack(_stack_file()), out_dir / "nodes.log", "vla_demo",
-                           extra_params=[overrides, *[Path(p).resolve() for p in args.params]])
+    stack = load_stack(_stack_file())
+    extra_params = [overrides, *[Path(p).resolve() for p in args.params]]
+    session = StackSession(stack, out_dir / "nodes.log", "vla_demo", extra_params=extra_params)
     print(f"starting sim + policy + executor (logs: {session.log_path}); policy: {checkpoint or 'random weights'}",
           flush=True)
+    from vla_adapter_ros import media
+
+    media_format, media_note = media.resolve_format("none" if args.no_media else args.media)
+    if media_note:
+        print(f"demo: {media_note}", flush=True)
+    limits = None
+    if media_format != "none":
+        executor_params = [p for spec in stack if spec.name == "executor_node" for p in spec.params]
+        limits = media.JointLimits.load(executor_robot([*executor_params, *extra_params]))
     rec = _Recorder()
     state = {"recording": False}
 
+    def stamp_of(msg) -> float:
+        return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
     def on_image(name):
         def callback(msg):
-            if state["recording"]:
+            if state["recording"] and media_format != "none":
                 frame = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
                 with rec.lock:
                     rec.frames[name].append(frame.copy())
+                    rec.frame_stamps[name].append(stamp_of(msg))
         return callback
 
     def on_joints(msg):
+        state["stamp"] = t = stamp_of(msg)
         if state["recording"] and len(msg.position) >= 7:
+            fingers = [p for n, p in zip(msg.name, msg.position) if "finger_joint" in n]
             with rec.lock:
-                rec.measured.append((msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, np.array(msg.position[:7])))
+                rec.measured.append((t, np.array(msg.position[:7])))
+                if fingers:
+                    rec.gripper_measured.append((t, float(sum(fingers))))
+                if not rec.gripper_commanded and "gripper_width" in state:  # the setpoint in force at the start
+                    rec.gripper_commanded.append((t, state["gripper_width"]))
 
     def on_command(msg):
         # JTC headers are stamped 0 ("start now"): time a command by the newest simulation stamp.
@@ -277,15 +308,25 @@ def run(args: argparse.Namespace) -> int:
                 if rec.measured:
                     rec.commanded.append((rec.measured[-1][0], np.array(msg.points[0].positions)))
 
+    def on_gripper(msg):
+        # 0 open .. 1 closed -> the finger width it asks for (m); sent on open/close events only, so the last
+        # one is kept for the next episode's start, and it is timed by the newest simulation stamp
+        state["gripper_width"] = media.GRIPPER_WIDTH_MAX_M * (1.0 - min(max(float(msg.data), 0.0), 1.0))
+        if state["recording"] and "stamp" in state:
+            with rec.lock:
+                rec.gripper_commanded.append((state["stamp"], state["gripper_width"]))
+
     results = []
     code = 0
     started = False
+    bar = None
     with session:
         node = session.node
         node.create_subscription(Image, "/camera/agentview/image_raw", on_image("agentview"), 10)
         node.create_subscription(Image, "/camera/wrist/image_raw", on_image("wrist"), 10)
         node.create_subscription(JointState, "/joint_states", on_joints, 50)
         node.create_subscription(JointTrajectory, "/fr3_arm_controller/joint_trajectory", on_command, 50)
+        node.create_subscription(Float64, "/gripper/command", on_gripper, 50)
         executor_status: dict = {}
 
         def on_status(msg):
@@ -305,8 +346,9 @@ def run(args: argparse.Namespace) -> int:
                 print("NOTE: no trained checkpoint given: the policy has RANDOM WEIGHTS, so episodes are expected "
                       "to fail; the demo shows the plumbing (pass --checkpoint DIR for a trained model)", flush=True)
             runs = [(task, i) for task in args.tasks for i in range(args.episodes)]
-            bar = tqdm(runs, desc="episodes", unit="ep", disable=args.no_progress)
-            for n, (task, i) in enumerate(bar):
+            bar = tqdm(total=len(runs), desc="episodes", unit="ep", disable=args.no_progress,
+                       bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+            for n, (task, i) in enumerate(runs):
                 seed = args.seed + i
                 _disable_and_wait(session, enable, SetBool, executor_status)
                 episode = session.call(reset, ResetEpisode.Request(task=task, seed=seed))
@@ -323,7 +365,17 @@ def run(args: argparse.Namespace) -> int:
                 if not session.spin_until(send.done, 30) or not send.result().accepted:
                     raise RuntimeError("the policy rejected the goal")
                 result_future = send.result().get_result_async()
-                if not session.spin_until(result_future.done, limit * 20 + 60):
+                where = f"{n + 1}/{len(runs)} {task}"
+                shown = [0.0]
+
+                def episode_over():
+                    now = time.monotonic()
+                    if now - shown[0] >= 0.25:  # simulated time out of the episode's limit
+                        shown[0] = now
+                        _episode_progress(bar, n, rec.elapsed(), limit, where)
+                    return result_future.done()
+
+                if not session.spin_until(episode_over, limit * 20 + 60):
                     raise RuntimeError("the episode did not end")
                 state["recording"] = False
                 outcome = result_future.result()
@@ -333,9 +385,14 @@ def run(args: argparse.Namespace) -> int:
                          "success": bool(success), "sim_seconds": round(outcome.result.elapsed, 2),
                          "wall_seconds": round(time.monotonic() - start, 2), "chunks": int(outcome.result.chunks),
                          "message": outcome.result.message}
-                if not args.no_media:
-                    _write_media(out_dir, n, rec, f"{task} seed {seed}: {'success' if success else 'failure'}", entry)
+                if media_format != "none":
+                    label = media.EpisodeLabel(instruction, f"{task}  seed {seed}  episode {n}", limit, bool(success))
+                    note = _write_media(out_dir, n, rec, media_format, label,
+                                        f"{task} seed {seed}: {'success' if success else 'failure'}", entry, limits)
+                    if note:
+                        bar.write(f"demo: episode {n}: {note}")
                 results.append(entry)
+                _episode_progress(bar, n + 1, 0.0, 0.0, f"{where} done")
                 bar.write(f"episode {n}: {task} seed {seed}: {'SUCCESS' if success else 'FAILURE'} "
                           f"({entry['sim_seconds']} s sim, {entry['chunks']} chunks) - {entry['message']}")
             session.call(enable, SetBool.Request(data=False))
@@ -352,6 +409,8 @@ def run(args: argparse.Namespace) -> int:
                 print("demo: interrupted before the nodes came up; no results written", file=sys.stderr, flush=True)
         finally:
             state["recording"] = False
+            if bar is not None:
+                bar.close()
     if not started:  # the run never started: no table, no summary, no media
         return 1
     per_task = success_table(results, args.tasks)
