@@ -1,0 +1,215 @@
+"""Experiment (issue 15): can a model learn to localise the instructed cube from the first frame alone?
+
+Isolates localisation from everything closed-loop: every sample is a fresh seeded layout at the ready pose
+(both cameras rendered), the task's instruction, and the scripted expert's first chunk (EEF deltas, as
+`diagnose --targeting` plans it). It then
+  1. fits a ridge regression from 4x4-pooled pixels (per task) to the chunk's net translation: how much a
+     linear read-out of the images already knows (cosine of the horizontal direction, held-out layouts);
+  2. trains the tiny VLA-Adapter (`tiny-112` shapes, no proprio) on the same samples and scores its first
+     chunks on held-out seeds 1000+ with the targeting rule of vla_adapter_ros/train/targeting.py (the
+     rate next to the blind rate), every 500 steps.
+Variables: image size, patch size, the agentview camera (position, target, fovy), random-shift
+augmentation, number of layouts, steps. Data is cached in --cache-dir. CPU: ~1 s per layout to build,
+1.2-1.9 s per step of 32 on two loaded cores.
+
+    python scripts/first_frame_probe.py --name base --layouts 600 --steps 1000
+    python scripts/first_frame_probe.py --name close --shift 4 --cam 1.0,0,0.62,0.45,0,0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+p = argparse.ArgumentParser()
+p.add_argument("--name", required=True)
+p.add_argument("--size", type=int, default=112)
+p.add_argument("--patch", type=int, default=14)
+p.add_argument("--layouts", type=int, default=600)
+p.add_argument("--steps", type=int, default=1500)
+p.add_argument("--batch", type=int, default=32)
+p.add_argument("--lr", type=float, default=1e-3)
+p.add_argument("--shift", type=int, default=0, help="random shift pad (pixels at the model resolution)")
+p.add_argument("--cam", default="", help="agentview pos,target as x,y,z,x,y,z")
+p.add_argument("--fovy", type=float, default=0.0)
+p.add_argument("--eval-seeds", type=int, default=30)
+p.add_argument("--threads", type=int, default=1)
+p.add_argument("--cameras", default="agentview,wrist")
+p.add_argument("--cache-dir", default="outputs/first_frame_probe")
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+out_dir = os.path.join(a.cache_dir, a.name)
+os.makedirs(out_dir, exist_ok=True)
+
+from vla_adapter_ros.sim import scene  # noqa: E402
+
+if a.cam:
+    v = [float(x) for x in a.cam.split(",")]
+    scene.AGENTVIEW_POS, scene.AGENTVIEW_TARGET = tuple(v[:3]), tuple(v[3:])
+if a.fovy:
+    scene.AGENTVIEW_FOVY_DEG = a.fovy
+
+from vla_adapter_ros.control.limits import load_robot_limits  # noqa: E402
+from vla_adapter_ros.model.config import get_config  # noqa: E402
+from vla_adapter_ros.model.processor import QwenTokenizer, collate, preprocess_images, tokenize_prompt  # noqa: E402
+from vla_adapter_ros.model.vla import VLAAdapter  # noqa: E402
+from vla_adapter_ros.sim.env import FrankaSimEnv  # noqa: E402
+from vla_adapter_ros.sim.tasks import TASKS  # noqa: E402
+from vla_adapter_ros.train.targeting import _score, blind_direction, expert_first_chunk  # noqa: E402
+
+cams = a.cameras.split(",")
+env = FrankaSimEnv(offscreen_max=(640, 480))
+limits = load_robot_limits("fr3_sim")
+tasks = list(TASKS.values())
+
+
+def observe(task, seed):
+    task.reset(env, seed, 0.0)
+    imgs = [env.render(c, a.size, a.size) for c in cams]
+    return imgs
+
+
+# the expert's first chunks depend on the layouts only (seeds 0.., every task); images on the camera too
+view = "_".join(f"{x:g}" for x in (*scene.AGENTVIEW_POS, *scene.AGENTVIEW_TARGET, scene.AGENTVIEW_FOVY_DEG))
+labels_file = os.path.join(a.cache_dir, f"labels_{a.layouts}.npz")
+images_file = os.path.join(a.cache_dir, f"images_{a.layouts}_{a.size}_{view}_{a.cameras.replace(',', '+')}.npy")
+t0 = time.time()
+if os.path.exists(labels_file):
+    z = np.load(labels_file)
+    ACTS, TIDX = z["acts"], z["tidx"]
+else:
+    ACTS, TIDX = [], []
+    for seed in range(a.layouts):
+        for ti, task in enumerate(tasks):
+            task.reset(env, seed, 0.0)
+            ACTS.append(expert_first_chunk(env, task, 8, 0.1, limits))
+            TIDX.append(ti)
+        if seed % 100 == 0:
+            print(f"expert chunks: layout {seed}/{a.layouts} {time.time() - t0:.0f}s", flush=True)
+    ACTS, TIDX = np.stack(ACTS).astype(np.float32), np.array(TIDX)
+    np.savez(labels_file, acts=ACTS, tidx=TIDX)
+if os.path.exists(images_file):
+    IMGS = np.load(images_file)
+else:
+    IMGS = np.stack([np.stack(observe(tasks[ti], k // len(tasks))) for k, ti in enumerate(TIDX)])
+    np.save(images_file, IMGS)
+n = a.layouts * len(tasks)
+IMGS, ACTS, TIDX = IMGS[:n], ACTS[:n], TIDX[:n]
+print(f"data: {IMGS.shape} in {time.time() - t0:.0f}s", flush=True)
+
+# 1. linear read-out: ridge regression from 4x4-pooled pixels of both cameras (per task) to the net translation
+net = ACTS[:, :, :3].sum(1)
+pooled = IMGS.reshape(n, IMGS.shape[1], a.size // 4, 4, a.size // 4, 4, 3).mean((3, 5)).reshape(n, -1) / 255.0
+onehot = np.eye(len(tasks))[TIDX]
+feat = np.concatenate([pooled * onehot[:, [k]] for k in range(len(tasks))] + [onehot], 1)
+fit = np.arange(n) < int(0.83 * n)
+w = np.linalg.solve(feat[fit].T @ feat[fit] + 0.1 * np.eye(feat.shape[1]), feat[fit].T @ net[fit])
+pred_xy, true_xy = (feat[~fit] @ w)[:, :2], net[~fit][:, :2]
+task_mean = np.stack([net[fit & (TIDX == k)].mean(0) for k in range(len(tasks))])[TIDX[~fit]][:, :2]
+
+
+def _cos(u, v):
+    return float(np.mean((u * v).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)))
+
+
+ridge = {"ridge_xy_cos": _cos(pred_xy, true_xy), "task_mean_xy_cos": _cos(task_mean, true_xy)}
+print(f"linear read-out on held-out layouts: {ridge}", flush=True)
+
+mu, sd = ACTS.reshape(-1, 6).mean(0), ACTS.reshape(-1, 6).std(0) + 1e-6
+cfg = get_config("tiny-112")
+cfg = replace(cfg, processor=replace(cfg.processor, image_size=a.size))
+if a.patch != cfg.dino.patch_size:
+    cfg = replace(cfg, dino=replace(cfg.dino, patch_size=a.patch), siglip=replace(cfg.siglip, patch_size=a.patch))
+cfg = cfg.replace_platform(action_dim=6, proprio_dim=8, num_images=len(cams), use_proprio=False, chunk_len=8,
+                           gripper_index=-1)
+cfg = cfg.validate()
+torch.manual_seed(0)
+model = VLAAdapter(cfg)
+model.language_model.model.embed_tokens.weight.requires_grad_(False)
+params = [q for q in model.parameters() if q.requires_grad]
+opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
+sched = torch.optim.lr_scheduler.LambdaLR(
+    opt, lambda s: min(1.0, (s + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, a.steps) / a.steps))))
+tok = QwenTokenizer.load(None)
+TOK = {t.instruction: tokenize_prompt(tok, t.instruction, cfg.processor.max_prompt_tokens, cfg.pad_token_id)
+       for t in tasks}
+print(f"model: {sum(q.numel() for q in params):,} trained params, patches/img {(a.size // a.patch) ** 2}", flush=True)
+
+proc = cfg.processor
+rng = np.random.default_rng(0)
+
+
+def shift(img):
+    if a.shift <= 0:
+        return img
+    pad = np.pad(img, ((a.shift, a.shift), (a.shift, a.shift), (0, 0)), mode="edge")
+    dy, dx = rng.integers(0, 2 * a.shift + 1, 2)
+    return pad[dy:dy + img.shape[0], dx:dx + img.shape[1]]
+
+
+def make_batch(idx, aug):
+    samples = []
+    for i in idx:
+        imgs = [shift(im) if aug else im for im in IMGS[i]]
+        ids, mask = TOK[tasks[TIDX[i]].instruction]
+        samples.append({"pixel_values": preprocess_images(imgs, proc), "input_ids": ids, "attention_mask": mask,
+                        "proprio": np.zeros(8, np.float32),
+                        "actions": ((ACTS[i] - mu) / sd).astype(np.float32), "action_mask": np.ones(8, bool)})
+    b = collate(samples, cfg.pad_token_id)
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+
+def evaluate(seeds):
+    model.eval()
+    res = {}
+    with torch.no_grad():
+        for ti, task in enumerate(tasks):
+            hits, bl = 0, 0
+            blind = blind_direction(env, task)
+            for seed in seeds:
+                imgs = observe(task, seed)
+                cubes = {c: env.cube_pose(c)[0] for c in env.cubes}
+                ptool = env.eef_pose().position.copy()
+                ids, mask = TOK[task.instruction]
+                b = collate([{"pixel_values": preprocess_images(imgs, proc), "input_ids": ids, "attention_mask": mask,
+                              "proprio": np.zeros(8, np.float32), "actions": np.zeros((8, 6), np.float32),
+                              "action_mask": np.ones(8, bool)}], cfg.pad_token_id)
+                b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+                pred = model(b["pixel_values"], b["input_ids"], b["attention_mask"], b["proprio"])[0].numpy()
+                arm = pred * sd + mu
+                d = arm[:, :3].sum(0)
+                hits += _score(d, ptool, cubes, task.target)["heads_for"] == task.target
+                bl += _score(blind, ptool, cubes, task.target)["heads_for"] == task.target
+            res[task.name] = (hits / len(seeds), bl / len(seeds))
+    model.train()
+    return res
+
+
+t0 = time.time()
+log = []
+for step in range(1, a.steps + 1):
+    idx = rng.integers(0, n, a.batch)
+    b = make_batch(idx, True)
+    pred = model(b["pixel_values"], b["input_ids"], b["attention_mask"], b["proprio"])
+    loss = (pred - b["actions"]).abs().mean()
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    if step % 100 == 0:
+        print(f"step {step} loss {loss.item():.4f} {time.time() - t0:.0f}s", flush=True)
+    if step % 500 == 0 or step == a.steps:
+        ev = evaluate(range(1000, 1000 + a.eval_seeds))
+        avg = float(np.mean([v[0] for v in ev.values()]))
+        print(f"step {step} targeting {json.dumps(ev)} avg {avg:.3f}", flush=True)
+        log.append({"step": step, "loss": loss.item(), "targeting": ev, "avg": avg, "time": time.time() - t0})
+        json.dump({"args": vars(a), "ridge": ridge, "log": log}, open(f"{out_dir}/result.json", "w"), indent=1)
+print("done", flush=True)
