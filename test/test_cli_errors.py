@@ -21,7 +21,7 @@ KNOWN_TASKS = "['lift_green', 'push_blue_left', 'reach_red']"
 
 def _no_results(out: Path) -> None:
     written = sorted(p.name for p in out.iterdir()) if out.exists() else []
-    assert "summary.json" not in written and not [n for n in written if n.endswith((".gif", ".png"))], written
+    assert "summary.json" not in written and not [n for n in written if n.endswith((".gif", ".png", ".mp4"))], written
 
 
 # ---------------------------------------------------------------------------------------------
