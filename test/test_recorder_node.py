@@ -188,3 +188,21 @@ def test_bad_configuration_is_a_clear_startup_error(processes, tmp_path, case):
     expected = {"output_dir_is_a_file": "output_dir", "malformed_topic": "TOPIC: pkg/msg/Type",
                 "unknown_type": "NoSuchType", "required_not_listed": "required_topics"}[case]
     assert expected in text, text
+
+
+def test_real_robot_override_records_the_cameras_compressed_streams():
+    """config/recorder_real.yaml: the cameras' CompressedImage topics, every type resolvable, and the required
+    topics among the recorded ones."""
+    from pathlib import Path
+
+    import yaml
+
+    from vla_adapter_ros.nodes.recorder_node import message_class, parse_topics
+
+    path = Path(__file__).resolve().parents[1] / "config" / "recorder_real.yaml"
+    params = yaml.safe_load(path.read_text())["recorder_node"]["ros__parameters"]
+    topics = parse_topics(params["topics"])
+    cameras = [t for t, kind in topics.items() if kind == "sensor_msgs/msg/CompressedImage"]
+    assert cameras == ["/camera/agentview/image_raw/compressed", "/camera/wrist/image_raw/compressed"]
+    assert all(message_class(kind) is not None for kind in topics.values())
+    assert set(params["required_topics"]) <= set(topics) and set(cameras) <= set(params["required_topics"])
