@@ -185,13 +185,18 @@ def test_libero_launch_matches_libero_eval(monkeypatch):
             self.args, self.kwargs = args, kwargs
         return type(kind, (), {"__init__": init})
 
-    launch, actions, subs = (types.ModuleType(n) for n in ("launch", "launch.actions", "launch.substitutions"))
+    launch, actions, subs, handlers = (types.ModuleType(n) for n in ("launch", "launch.actions", "launch.substitutions",
+                                                                       "launch.event_handlers"))
     launch_ros, ros_actions = types.ModuleType("launch_ros"), types.ModuleType("launch_ros.actions")
     launch.LaunchDescription = list
     actions.DeclareLaunchArgument, actions.OpaqueFunction = recorded("Declare"), recorded("Opaque")
+    for name in ("RegisterEventHandler", "Shutdown", "LogInfo"):  # what launch_args.required uses
+        setattr(actions, name, recorded(name))
+    handlers.OnProcessExit, handlers.OnProcessIO = recorded("OnProcessExit"), recorded("OnProcessIO")
     subs.LaunchConfiguration = lambda name: types.SimpleNamespace(perform=lambda ctx: ctx[name])
     ros_actions.Node = recorded("Node")
     for name, module in {"launch": launch, "launch.actions": actions, "launch.substitutions": subs,
+                         "launch.event_handlers": handlers,
                          "launch_ros": launch_ros, "launch_ros.actions": ros_actions}.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(ament, "get_package_share_directory", lambda package: str(REPO))
@@ -202,7 +207,7 @@ def test_libero_launch_matches_libero_eval(monkeypatch):
     context = {e.args[0]: e.kwargs["default_value"] for e in entities if type(e).__name__ == "Declare"}
     context.update(task="libero_goal/2", libero_python="/py")
     nodes = {n.kwargs["name"]: n.kwargs for e in entities if type(e).__name__ == "Opaque"
-             for n in e.kwargs["function"](context)}
+             for n in e.kwargs["function"](context) if type(n).__name__ == "Node"}
 
     from vla_adapter_ros.libero.evaluate import node_specs
 
