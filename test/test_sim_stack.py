@@ -60,7 +60,9 @@ def test_closed_loop_episode_moves_within_limits_and_estop_stops_it(processes, r
     assert spin_until(executor, lambda: instruction.get_subscription_count() > 0, 30)
     instruction.publish(String(data="reach the red cube"))
     moved = lambda: states and np.max(np.abs(np.array(states[-1].position[:7]) - ready)) > 0.02  # noqa: E731
-    assert spin_until(executor, moved, 90), (status[-1], children["policy_node"].output()[-2000:])
+    assert spin_until(executor, moved, 90), (status[-1].state, status[-1].hold_reason, status[-1].chunks_accepted,
+                                             children["policy_node"].output()[-1500:],
+                                             children["executor_node"].output()[-1500:])
     assert status[-1].chunks_accepted > 0
 
     client = node.create_client(Trigger, "/executor_node/estop")
