@@ -138,16 +138,12 @@ def preflight(args: argparse.Namespace) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from vla_adapter_ros.stack_session import PreflightError, isolate_ros_graph
+    from vla_adapter_ros.stack_session import PreflightError, isolate_ros_graph, report_preflight_failure
 
     try:
         limits = preflight(args)  # before anything starts or is written
     except PreflightError as exc:
-        for line in str(exc).splitlines():
-            print(f"collect: {line}", file=sys.stderr, flush=True)
-        return 2
+        return report_preflight_failure("collect", exc)
     print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
 
     from rclpy.signals import SignalHandlerOptions

@@ -224,16 +224,12 @@ def format_table(table: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from vla_adapter_ros.stack_session import PreflightError, isolate_ros_graph
+    from vla_adapter_ros.stack_session import PreflightError, isolate_ros_graph, report_preflight_failure
 
     try:
         checkpoint = preflight(args)  # before anything starts or is written
     except PreflightError as exc:
-        for line in str(exc).splitlines():
-            print(f"demo: {line}", file=sys.stderr, flush=True)
-        return 2
+        return report_preflight_failure("demo", exc)
     print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient
@@ -247,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     from vla_adapter_ros.msg import ExecutorStatus
     from vla_adapter_ros.sim.tasks import get_task
     from vla_adapter_ros.srv import ResetEpisode
-    from vla_adapter_ros.stack_session import StackSession, StartupError, report_startup_failure
+    from vla_adapter_ros.stack_session import StackSession, StartupError, report_startup_failure, report_stopped_run
     from vla_adapter_ros.supervisor import load_stack
 
     out_dir = Path(args.output).expanduser().resolve()
@@ -399,14 +395,8 @@ def run(args: argparse.Namespace) -> int:
         except StartupError as exc:  # said now; the other nodes are stopped when the session closes
             report_startup_failure("demo", exc, session.log_path)
         except (RuntimeError, KeyboardInterrupt) as exc:
-            reason = session.exit_reason() if session.stack_exited else str(exc) or "interrupted"
-            if started:
-                print(f"demo stopped: {reason}", flush=True)
+            if report_stopped_run("demo", session, exc, started):
                 code = 1
-            elif session.stack_exited or not isinstance(exc, KeyboardInterrupt):
-                report_startup_failure("demo", StartupError(reason), session.log_path)
-            else:
-                print("demo: interrupted before the nodes came up; no results written", file=sys.stderr, flush=True)
         finally:
             state["recording"] = False
             if bar is not None:

@@ -231,9 +231,7 @@ def _plan(args) -> tuple[list[tuple[str, int, object]], float, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from vla_adapter_ros.stack_session import check_params, isolate_ros_graph
+    from vla_adapter_ros.stack_session import check_params, isolate_ros_graph, report_preflight_failure
 
     try:  # everything checked before anything starts or is written
         runs, jitter, data = _plan(args)
@@ -242,9 +240,7 @@ def run(args: argparse.Namespace) -> int:
         message = str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc)
         if isinstance(exc, OSError):
             message = f"{getattr(exc, 'filename', '') or args.dataset}: {exc.strerror or exc}"
-        for line in message.splitlines():
-            print(f"replay: {line}", file=sys.stderr, flush=True)
-        return 2
+        return report_preflight_failure("replay", message)
     print(isolate_ros_graph(), flush=True)
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -255,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     from vla_adapter_ros.msg import ActionChunk
     from vla_adapter_ros.sim.tasks import get_task
     from vla_adapter_ros.sim_episodes import SimEpisodes
-    from vla_adapter_ros.stack_session import StackSession, StartupError, report_startup_failure
+    from vla_adapter_ros.stack_session import StackSession, StartupError, report_startup_failure, report_stopped_run
 
     out_dir = Path(args.output).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -330,14 +326,8 @@ def run(args: argparse.Namespace) -> int:
         except StartupError as exc:  # said now; the other nodes are stopped when the session closes
             report_startup_failure("replay", exc, session.log_path)
         except (RuntimeError, KeyboardInterrupt) as exc:
-            reason = session.exit_reason() if session.stack_exited else str(exc) or "interrupted"
-            if started:
-                print(f"replay stopped: {reason}", flush=True)
+            if report_stopped_run("replay", session, exc, started):
                 code = 1
-            elif session.stack_exited or not isinstance(exc, KeyboardInterrupt):
-                report_startup_failure("replay", StartupError(reason), session.log_path)
-            else:
-                print("replay: interrupted before the nodes came up; no results written", file=sys.stderr, flush=True)
     if not started:  # the run never started: no table, no summary
         return 1
     tasks = list(dict.fromkeys(task for task, _, _ in runs))

@@ -146,6 +146,29 @@ def report_startup_failure(command: str, exc: BaseException, log_path: Path, out
     print(f"{command}: the run did not start; no results written (nodes' output: {log_path})", file=out, flush=True)
 
 
+def report_preflight_failure(command: str, exc: BaseException | str, out=None) -> int:
+    """One terminal line per problem a preflight check found; returns the exit code (2: bad arguments)."""
+    out = out if out is not None else sys.stderr
+    for line in str(exc).splitlines():
+        print(f"{command}: {line}", file=out, flush=True)
+    return 2
+
+
+def report_stopped_run(command: str, session: StackSession, exc: BaseException, started: bool) -> bool:
+    """What a command says when its stack stopped (a node exited, an error, Ctrl-C): mid-run, 'COMMAND stopped:
+    REASON' on stdout; before the run started, the start-up failure lines (or, for a plain Ctrl-C, that nothing
+    was written). Returns whether the run failed after it had started (its exit code is then 1)."""
+    reason = session.exit_reason() if session.stack_exited else str(exc) or "interrupted"
+    if started:
+        print(f"{command} stopped: {reason}", flush=True)
+        return True
+    if session.stack_exited or not isinstance(exc, KeyboardInterrupt):
+        report_startup_failure(command, StartupError(reason), session.log_path)
+    else:
+        print(f"{command}: interrupted before the nodes came up; no results written", file=sys.stderr, flush=True)
+    return False
+
+
 # ---------------------------------------------------------------------------------------------
 # preflight: argument checks before any node starts
 # ---------------------------------------------------------------------------------------------

@@ -259,14 +259,18 @@ def preflight(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vla_adapter_ros.stack_session import PreflightError, StartupError, isolate_ros_graph, report_startup_failure
+    from vla_adapter_ros.stack_session import (
+        PreflightError,
+        StartupError,
+        isolate_ros_graph,
+        report_preflight_failure,
+        report_startup_failure,
+    )
 
     try:
         checkpoints = preflight(args)  # before anything starts or is written
     except PreflightError as exc:
-        for line in str(exc).splitlines():
-            print(f"libero-eval: {line}", file=sys.stderr, flush=True)
-        return 2
+        return report_preflight_failure("libero-eval", exc)
     print(isolate_ros_graph(), flush=True)  # its own nodes only, never a real robot's controller
     out_dir = Path(args.output).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
