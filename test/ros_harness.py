@@ -78,6 +78,14 @@ class ChildProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the child to exit by itself and return its exit code; fail with its output if it still
+        runs after `timeout` s (close() then stops it)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still runs after {timeout:.0f} s:\n{self.output()[-3000:]}") from None
+
     def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
         """Wait until `text` appears in the output; fail with the output if the child exits first."""
         deadline = time.monotonic() + timeout

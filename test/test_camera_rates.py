@@ -132,11 +132,7 @@ def start_publisher(processes, env, *args):
 
 
 def wait_exit(child, timeout):
-    deadline = time.monotonic() + timeout
-    while child.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not child.alive(), f"{child.name} still running:\n{child.output()}"
-    assert child.proc.returncode == 0, child.output()
+    assert child.wait_exit(timeout) == 0, child.output()
 
 
 def received_frames(policy) -> dict[str, int]:

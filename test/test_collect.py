@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,9 @@ def test_collect_two_expert_episodes_and_convert(processes, tmp_path):
     child = processes.start("collect", [
         sys.executable, "-m", "vla_adapter_ros.collect", "--tasks", "reach_red", "lift_green", "--episodes", "1",
         "--seed", "3", "--output", str(out), "--image-size", "96", "96", "--no-progress"])
-    deadline = time.monotonic() + 600
-    while child.alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not child.alive(), "collect did not finish:\n" + child.output()[-3000:]
+    code = child.wait_exit(600)
     log = (out / "nodes.log").read_text() if (out / "nodes.log").exists() else ""
-    assert child.proc.returncode == 0, child.output()[-3000:] + "\n" + log[-3000:]
+    assert code == 0, child.output()[-3000:] + "\n" + log[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["episodes"] == 2 and summary["successes"] == 2 and summary["bags"] == 2, summary
     assert summary["per_task"] == {"reach_red": {"episodes": 1, "successes": 1},

@@ -7,7 +7,6 @@ instructions, and checks what comes back (chunks, status, service answers, actio
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -325,11 +324,7 @@ def test_request_trigger_and_execute_instruction_cancel(processes, robot, tmp_pa
 def test_load_failure_exits_nonzero_with_a_clear_line(processes, tmp_path):
     child = processes.start("policy_node", [sys.executable, "-m", "vla_adapter_ros.nodes.policy_node",
                                             "--ros-args", "-p", f"checkpoint:={tmp_path / 'missing'}"])
-    deadline = time.monotonic() + 120
-    while child.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not child.alive(), "node hung instead of exiting"
-    assert child.proc.returncode == 1
+    assert child.wait_exit(120) == 1
     assert "policy_node: cannot start" in child.output() and "missing" in child.output()
 
 
@@ -347,10 +342,7 @@ def test_unknown_engine_is_a_clear_load_error(processes, tmp_path):
     params = write_params(tmp_path / "policy.yaml", engine="turbo")
     child = processes.start("policy_node", [sys.executable, "-m", "vla_adapter_ros.nodes.policy_node",
                                             "--ros-args", "--params-file", str(params)])
-    deadline = time.monotonic() + 120
-    while child.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not child.alive() and child.proc.returncode == 1
+    assert child.wait_exit(120) == 1
     assert "engine must be one of eager, optimized; got 'turbo'" in child.output()
     assert "loading model" not in child.output()  # refused with the parameters, before the model loads
 
@@ -375,8 +367,5 @@ def test_camera_qos_is_read_only_and_checked(processes, tmp_path):
     params = write_params(tmp_path / "policy.yaml", camera_qos="fast")
     child = processes.start("policy_node", [sys.executable, "-m", "vla_adapter_ros.nodes.policy_node",
                                             "--ros-args", "--params-file", str(params)])
-    deadline = time.monotonic() + 120
-    while child.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not child.alive() and child.proc.returncode == 1
+    assert child.wait_exit(120) == 1
     assert "camera_qos must be one of sensor_data, reliable; got 'fast'" in child.output()

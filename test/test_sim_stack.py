@@ -91,14 +91,10 @@ def test_closed_loop_episode_moves_within_limits_and_estop_stops_it(processes, r
 
 def test_sim_node_refuses_bad_start_jitter(processes, tmp_path):
     import sys
-    import time
 
     params = tmp_path / "bad.yaml"
     params.write_text("sim_node:\n  ros__parameters:\n    start_jitter: 2.0\n")
     child = processes.start("sim_bad_jitter", [sys.executable, "-m", "vla_adapter_ros.nodes.sim_node", "--ros-args",
                                                "--params-file", str(CONFIG / "sim.yaml"), "--params-file", str(params)])
-    deadline = time.monotonic() + 60
-    while child.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not child.alive() and child.proc.returncode != 0, child.output()
+    assert child.wait_exit(60) != 0, child.output()
     assert "sim_node: cannot start" in child.output() and "start jitter must be in [0, 1], got 2.0" in child.output()
