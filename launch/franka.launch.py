@@ -10,6 +10,7 @@ keep the platform's values; arguments that are given override them.
 
 The executor starts DISABLED on every platform: nothing moves until
     ros2 service call /executor_node/enable std_srvs/srv/SetBool "{data: true}"
+(with namespace:=robot1: /robot1/executor_node/enable; every topic moves under /robot1 too).
 Use dry_run:=true to see the commands on /executor_node/dry_run/joint_trajectory without moving.
 
 Arguments are checked before any node starts (vla_adapter_ros/launch_args.py): booleans are true or
@@ -25,9 +26,8 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-from vla_adapter_ros.launch_args import FRANKA_ARGUMENTS, check_gripper_output, required, validate
+from vla_adapter_ros.launch_args import FRANKA_ARGUMENTS, NodeSpec, check_gripper_output, launch_nodes, validate
 from vla_adapter_ros.platforms import node_section, resolve_platform
 from vla_adapter_ros.supervisor import middleware_environment  # the large-data Fast DDS profile
 
@@ -76,17 +76,15 @@ def launch_setup(context, *args, **kwargs):
         except (OSError, ValueError):
             pass  # the node reads (and judges) that file itself
     check_gripper_output(gripper_output)
-    nodes = []
+    specs = []
     for name in ("policy_node", "executor_node"):
         params = [*(str(path) for path in resolved[name].files), resolved[name].overrides]
         extra = arg["policy_params" if name == "policy_node" else "executor_params"]
         if extra:
             params.append(extra)  # last: wins over everything above
-        # required: when one exits (e.g. it cannot start), the launch stops with its reason
-        nodes += required(Node(package="vla_adapter_ros", executable=name, name=name,
-                               parameters=params, output="screen", emulate_tty=True,
-                               additional_env=middleware_environment()), name)
-    return nodes
+        specs.append(NodeSpec(name, params, namespace=arg["namespace"]))
+    # required: when one exits (e.g. it cannot start), the launch stops with its reason
+    return launch_nodes(specs, output="screen", emulate_tty=True, additional_env=middleware_environment())
 
 
 def generate_launch_description():

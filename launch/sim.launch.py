@@ -4,7 +4,9 @@
 
 Starts the node set of config/sim_stack.yaml with the same parameter files (what
 `vla-adapter-ros up config/sim_stack.yaml` starts without ros2 launch). The policy's instruction is
-the task's (vla_adapter_ros/sim/tasks.py) unless `instruction:=...` says otherwise. Arguments are
+the task's (vla_adapter_ros/sim/tasks.py) unless `instruction:=...` says otherwise. `namespace:=robot1`
+moves the whole stack (topics, services, actions and its simulated clock) under /robot1; two stacks side
+by side: launch/sim_pair.launch.py. Arguments are
 checked before any node starts (vla_adapter_ros/launch_args.py); every node is required: when one
 exits, the launch shuts down with its reason.
 """
@@ -15,9 +17,8 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-from vla_adapter_ros.launch_args import SIM_ARGUMENTS, required, sim_instruction, validate
+from vla_adapter_ros.launch_args import SIM_ARGUMENTS, launch_nodes, sim_stack, validate
 from vla_adapter_ros.supervisor import middleware_environment  # the large-data Fast DDS profile
 
 ARGUMENTS = SIM_ARGUMENTS  # name, default, description, choices: vla_adapter_ros/launch_args.py
@@ -26,19 +27,8 @@ ARGUMENTS = SIM_ARGUMENTS  # name, default, description, choices: vla_adapter_ro
 def launch_setup(context, *args, **kwargs):
     arg = validate(ARGUMENTS, {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS})
     config = os.path.join(get_package_share_directory("vla_adapter_ros"), "config")
-    instruction = arg["instruction"] or sim_instruction(arg["task"])
-    nodes = {
-        "sim_node": [os.path.join(config, "sim.yaml"),
-                     {"task": arg["task"], "seed": arg["seed"], "camera_rate_hz": arg["camera_rate_hz"]}],
-        "policy_node": [os.path.join(config, "policy.yaml"), os.path.join(config, "policy_sim.yaml"),
-                        {"checkpoint": arg["checkpoint"], "device": arg["device"], "instruction": instruction}],
-        "executor_node": [os.path.join(config, "executor.yaml"), os.path.join(config, "executor_sim.yaml")],
-    }
-    actions = []
-    for name, parameters in nodes.items():
-        actions += required(Node(package="vla_adapter_ros", executable=name, name=name, output="screen",
-                                 parameters=parameters, additional_env=middleware_environment()), name)
-    return actions
+    return launch_nodes(sim_stack(arg, config, namespace=arg["namespace"]), output="screen",
+                        additional_env=middleware_environment())
 
 
 def generate_launch_description():

@@ -107,7 +107,8 @@ def test_convert_default_cameras_are_the_simulations():
     pytest.importorskip("rclpy")
     from vla_adapter_ros.nodes.sim_node import DEFAULTS
 
-    assert config_from_args(args).camera_topics == DEFAULTS["camera_topics"]  # what sim_node publishes
+    # what sim_node publishes in the root namespace (its names are relative; a bag stores full names)
+    assert config_from_args(args).camera_topics == ["/" + name for name in DEFAULTS["camera_topics"]]
     args = _subparser("convert").parse_args(["bag", "out", "--cameras", "/a"])
     assert config_from_args(args).camera_topics == ["/a"]
 

@@ -161,3 +161,12 @@ def test_libero_eval_start_up_failure_says_why(processes, tmp_path):
             f"{out / 'nodes_libero_spatial.log'})") in lines
     assert "LIBERO success rate" not in text and seconds < 100
     _no_results(out)
+
+
+def test_up_refuses_a_bad_namespace_before_anything_starts(ros_domain, capsys):
+    stack = Path(__file__).resolve().parents[1] / "config" / "sim_stack.yaml"
+    assert cli.main(["up", str(stack), "--namespace", "robot-1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("vla-adapter-ros up: namespace must be like robot1 or /lab/robot1 (letters, digits, _; "
+                            "a token may not start with a digit), got 'robot-1'\n")
+    assert captured.out == ""

@@ -148,13 +148,15 @@ def test_franka_launch_defaults_are_safe(launch_api):
     assert executor["require_start_pose"] is True
     # the values this launch file has always given the real robot
     assert executor["robot"] == "fr3" and executor["output"] == "jtc"
-    assert executor["jtc_topic"] == "/fr3_arm_controller/joint_trajectory"
+    # relative names: the root namespace gives /fr3_arm_controller/joint_trajectory, namespace:=robot1 moves them
+    assert executor["jtc_topic"] == "fr3_arm_controller/joint_trajectory"
+    assert "namespace" not in nodes["executor_node"] and "namespace" not in nodes["policy_node"]
     assert executor["gripper_output"] == "franka" and executor["use_sim_time"] is False
     policy = _effective("policy_node", nodes["policy_node"]["parameters"])
     assert policy["arm_joint_names"] == [f"fr3_joint{i}" for i in range(1, 8)]
     assert policy["finger_joint_names"] == ["fr3_finger_joint1", "fr3_finger_joint2"]
-    assert policy["camera_topics"] == ["/camera/agentview/image_raw", "/camera/wrist/image_raw"]
-    assert policy["joint_state_topic"] == "/joint_states" and policy["eef_pose_topic"] == ""
+    assert policy["camera_topics"] == ["camera/agentview/image_raw", "camera/wrist/image_raw"]
+    assert policy["joint_state_topic"] == "joint_states" and policy["eef_pose_topic"] == ""
     assert policy["use_sim_time"] is False
     assert _files(nodes["policy_node"]["parameters"]) == ["policy.yaml", "real.yaml"]
 
@@ -215,11 +217,11 @@ def test_franka_launch_gazebo(launch_api):
     executor = _effective("executor_node", nodes["executor_node"]["parameters"])
     policy = _effective("policy_node", nodes["policy_node"]["parameters"])
     assert executor["output"] == "jtc"
-    assert executor["jtc_topic"] == "/joint_trajectory_controller/joint_trajectory"
+    assert executor["jtc_topic"] == "joint_trajectory_controller/joint_trajectory"
     assert executor["use_sim_time"] is True and policy["use_sim_time"] is True
     assert executor["auto_enable"] is False and executor["dry_run"] is False  # still waits for ~/enable
     assert policy["arm_joint_names"] == [f"fr3_joint{i}" for i in range(1, 8)] and executor["robot"] == "fr3"
-    assert policy["camera_topics"] == ["/camera/agentview/image_raw", "/camera/wrist/image_raw"]
+    assert policy["camera_topics"] == ["camera/agentview/image_raw", "camera/wrist/image_raw"]
     assert policy["checkpoint"] == "/ckpt"
 
 
@@ -227,11 +229,11 @@ def test_franka_launch_isaac_with_panda_joint_names(launch_api):
     _, nodes = _evaluate(REPO / "launch" / "franka.launch.py", platform="isaac")
     executor = _effective("executor_node", nodes["executor_node"]["parameters"])
     policy = _effective("policy_node", nodes["policy_node"]["parameters"])
-    assert executor["output"] == "sim" and executor["sim_topic"] == "/joint_command"
+    assert executor["output"] == "sim" and executor["sim_topic"] == "joint_command"
     assert executor["robot"] == "panda" and executor["use_sim_time"] is True
     assert policy["arm_joint_names"] == [f"panda_joint{i}" for i in range(1, 8)]
     assert policy["finger_joint_names"] == ["panda_finger_joint1", "panda_finger_joint2"]
-    assert policy["camera_topics"] == ["/rgb", "/wrist_rgb"] and policy["use_sim_time"] is True
+    assert policy["camera_topics"] == ["rgb", "wrist_rgb"] and policy["use_sim_time"] is True
 
 
 def test_franka_launch_arguments_override_the_platform(launch_api):
@@ -241,7 +243,7 @@ def test_franka_launch_arguments_override_the_platform(launch_api):
     executor = _effective("executor_node", nodes["executor_node"]["parameters"][:-1])
     policy = _effective("policy_node", nodes["policy_node"]["parameters"])
     assert executor["output"] == "jtc" and executor["jtc_topic"] == "/panda_arm_controller/joint_trajectory"
-    assert policy["camera_topics"] == ["/rgb", "/hand_cam"]  # the platform's agentview, the given wrist
+    assert policy["camera_topics"] == ["rgb", "/hand_cam"]  # the platform's agentview, the given wrist
     assert executor["robot"] == "fr3" and policy["arm_joint_names"][0] == "fr3_joint1"
     assert policy["finger_joint_names"] == ["fr3_finger_joint1", "fr3_finger_joint2"]
     assert executor["use_sim_time"] is False and policy["use_sim_time"] is False
@@ -361,14 +363,14 @@ def test_franka_launch_without_franka_ros2_stops_with_one_line(launch_api, monke
     assert nodes["executor_node"]["parameters"][-1] == str(extra)
 
 
-@pytest.mark.parametrize("launch_file", ["sim.launch.py", "franka.launch.py", "libero.launch.py"])
+@pytest.mark.parametrize("launch_file", ["sim.launch.py", "franka.launch.py", "libero.launch.py", "sim_pair.launch.py"])
 def test_every_node_is_required(launch_api, launch_file):
     """A node that exits (e.g. cannot start) shuts the whole launch down, with its [FATAL] line as reason."""
     _, actions = _actions(REPO / "launch" / launch_file)
     nodes = [a for a in actions if type(a).__name__ == "Node"]
     handlers = [a.args[0] for a in actions if type(a).__name__ == "RegisterEventHandler"]
     for node in nodes:
-        name = node.kwargs["name"]
+        name = f"{node.kwargs.get('namespace', '')}/{node.kwargs['name']}".lstrip("/")  # e.g. robot1/sim_node
         on_exit = [h for h in handlers if type(h).__name__ == "OnProcessExit" and h.kwargs["target_action"] is node]
         on_io = [h for h in handlers if type(h).__name__ == "OnProcessIO" and h.kwargs["target_action"] is node]
         assert len(on_exit) == 1 and len(on_io) == 1, name
@@ -389,6 +391,83 @@ def test_sim_launch_instruction_argument(launch_api):
     assert _merged(nodes["policy_node"]["parameters"])["instruction"] == "reach the red cube slowly"
 
 
+def _all_nodes(path: Path, **overrides):
+    _, actions = _actions(path, **overrides)
+    return [a.kwargs for a in actions if type(a).__name__ == "Node"]
+
+
+def test_namespaced_parameter_file(tmp_path):
+    from vla_adapter_ros.supervisor import namespaced_parameter_file
+
+    source = tmp_path / "p.yaml"
+    source.write_text("sim_node:\n  ros__parameters:\n    seed: 3\n/**:\n  ros__parameters:\n    use_sim_time: true\n"
+                      "/**/policy_node:\n  ros__parameters:\n    device: cpu\n")
+    assert namespaced_parameter_file(source, "", tmp_path / "s") == source  # no namespace: the file itself
+    copy = namespaced_parameter_file(source, "/robot1", tmp_path / "s")
+    assert copy.parent == tmp_path / "s" and copy.name == "00_p.yaml"
+    assert yaml.safe_load(copy.read_text()) == {"/robot1/sim_node": {"ros__parameters": {"seed": 3}},
+                                                "/**": {"ros__parameters": {"use_sim_time": True}},
+                                                "/**/policy_node": {"ros__parameters": {"device": "cpu"}}}
+    assert namespaced_parameter_file(source, "/robot1", tmp_path / "s").name == "01_p.yaml"  # never overwritten
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("sim_node: [unclosed")
+    assert namespaced_parameter_file(broken, "/robot1", tmp_path / "s") == broken  # the node will say what is wrong
+
+
+def test_namespace_moves_a_whole_stack(launch_api):
+    """namespace:=robot1 puts every node under /robot1; their topic names are all relative, so topics,
+    services and actions move with it; a namespaced simulation has its own clock (/robot1/clock)."""
+    from vla_adapter_ros.nodes import executor_node, policy_node, recorder_node, sim_node
+
+    for module in (executor_node, policy_node, sim_node, recorder_node):
+        for key, value in module.DEFAULTS.items():
+            if key.endswith(("_topic", "_topics", "_ns")):
+                names = value if isinstance(value, list) else [value]
+                assert not any(str(n).startswith("/") for n in names), (module.__name__, key, value)
+    for name in ("policy.yaml", "executor.yaml", "sim.yaml", "policy_sim.yaml", "executor_sim.yaml",
+                 "platforms/gazebo.yaml", "platforms/isaac.yaml", "recorder.yaml", "recorder_real.yaml"):
+        for node, section in yaml.safe_load((REPO / "config" / name).read_text()).items():
+            for key, value in section["ros__parameters"].items():
+                if key.endswith(("_topic", "_topics", "_ns")) or key == "topics":
+                    names = value if isinstance(value, list) else [value]
+                    assert not any(str(n).startswith("/") for n in names), (name, key, value)
+
+    nodes = _all_nodes(REPO / "launch" / "franka.launch.py", namespace="robot1")
+    assert [(n["name"], n["namespace"]) for n in nodes] == [("policy_node", "/robot1"), ("executor_node", "/robot1")]
+    assert all("remappings" not in n for n in nodes)  # a real robot or Gazebo: the one global /clock
+    nodes = _all_nodes(REPO / "launch" / "sim.launch.py", namespace="/lab/robot1/")
+    assert {n["namespace"] for n in nodes} == {"/lab/robot1"} and len(nodes) == 3
+    sim = yaml.safe_load(Path(nodes[0]["parameters"][0]).read_text())
+    assert list(sim) == ["/lab/robot1/sim_node"]  # ROS matches `sim_node:` only to /sim_node
+    assert all(n["remappings"] == [("/clock", "clock")] for n in nodes)
+    assert all("namespace" not in n and "remappings" not in n for n in _all_nodes(REPO / "launch" / "sim.launch.py"))
+    from vla_adapter_ros.launch_args import LaunchArgumentError
+
+    for bad in ("1robot", "robot 1", "robot-1", "//x"):
+        with pytest.raises(LaunchArgumentError, match="namespace must be like robot1"):
+            _all_nodes(REPO / "launch" / "sim.launch.py", namespace=bad)
+
+
+def test_sim_pair_launch_runs_two_namespaced_stacks(launch_api):
+    nodes = _all_nodes(REPO / "launch" / "sim_pair.launch.py", task1="push_blue_left", task2="lift_green", seed="7")
+    assert sorted((n["namespace"], n["name"]) for n in nodes) == sorted(
+        (ns, name) for ns in ("/robot1", "/robot2") for name in ("sim_node", "policy_node", "executor_node"))
+    assert all(n["remappings"] == [("/clock", "clock")] for n in nodes)
+    by = {(n["namespace"], n["name"]): n for n in nodes}
+    for namespace, task, seed in (("/robot1", "push_blue_left", 7), ("/robot2", "lift_green", 8)):
+        assert _merged(by[namespace, "sim_node"]["parameters"]) == {"task": task, "seed": seed, "camera_rate_hz": 10.0}
+    assert _merged(by["/robot1", "policy_node"]["parameters"])["instruction"] == "push the blue cube to the left"
+    assert _merged(by["/robot2", "policy_node"]["parameters"])["instruction"] == "lift the green cube"
+    sim = {s.name: s for s in __import__("vla_adapter_ros.supervisor", fromlist=["load_stack"]).load_stack(
+        REPO / "config" / "sim_stack.yaml")}
+    for (namespace, name), node in by.items():  # the stack's files, their sections renamed into the namespace
+        files = [p for p in node["parameters"] if isinstance(p, str)]
+        assert [Path(p).name.split("_", 1)[1] for p in files] == [p.name for p in sim[name].params]
+        for copy, original in zip(files, sim[name].params):
+            data, source = yaml.safe_load(Path(copy).read_text()), yaml.safe_load(original.read_text())
+            assert data == {f"{namespace}/{key}": body for key, body in source.items()}
+
+
 def test_launch_files_with_the_real_launch_api(monkeypatch):
     """With the real launch / launch_ros (not on PyPI: skipped in CI): the files build real actions."""
     pytest.importorskip("launch.actions")  # (a bare "launch" would find this repository's launch/ folder)
@@ -400,7 +479,7 @@ def test_launch_files_with_the_real_launch_api(monkeypatch):
     ament = pytest.importorskip("ament_index_python.packages")
     monkeypatch.setattr(ament, "get_package_share_directory", lambda package: str(REPO))
     monkeypatch.setattr("vla_adapter_ros.launch_args.franka_msgs_available", lambda: True)
-    for launch_file in ("sim.launch.py", "franka.launch.py", "libero.launch.py"):
+    for launch_file in ("sim.launch.py", "franka.launch.py", "libero.launch.py", "sim_pair.launch.py"):
         path = REPO / "launch" / launch_file
         spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
         module = importlib.util.module_from_spec(spec)

@@ -144,8 +144,9 @@ def test_rviz_config_matches_the_sim_topics():
     assert classes <= {"rviz_default_plugins/Grid", "rviz_default_plugins/Pose", "rviz_default_plugins/Image"}
     images = [d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"]
     poses = [d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Pose"]
-    assert sorted(images) == sorted(params["camera_topics"])
-    assert poses == [params["eef_pose_topic"]]
+    # the sim's topic names are relative: in the root namespace they are these absolute ones
+    assert sorted(images) == sorted("/" + name for name in params["camera_topics"])
+    assert poses == ["/" + params["eef_pose_topic"]]
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == params["frame_id"]
     for d in displays:
         assert d["Enabled"] is True and d["Name"]

@@ -46,11 +46,11 @@ def _edit(path: Path, node: str, **values):
 def test_gazebo():
     policy, executor = _params("gazebo")
     assert executor["output"] == "jtc"
-    assert executor["jtc_topic"] == "/joint_trajectory_controller/joint_trajectory"
+    assert executor["jtc_topic"] == "joint_trajectory_controller/joint_trajectory"
     assert executor["robot"] == "fr3" and policy["arm_joint_names"] == FR3
     assert policy["use_sim_time"] is True and executor["use_sim_time"] is True
-    assert policy["camera_topics"] == ["/camera/agentview/image_raw", "/camera/wrist/image_raw"]
-    assert policy["joint_state_topic"] == executor["joint_state_topic"] == "/joint_states"
+    assert policy["camera_topics"] == ["camera/agentview/image_raw", "camera/wrist/image_raw"]
+    assert policy["joint_state_topic"] == executor["joint_state_topic"] == "joint_states"
     assert executor["auto_enable"] is False and executor["require_start_pose"] is True  # the safe defaults stay
 
 
@@ -60,16 +60,16 @@ def test_gazebo_with_a_panda_description():
     assert policy["arm_joint_names"] == PANDA and executor["robot"] == "panda"
     # the platform's finger pattern (joint1 read twice: its mimic joint2 is not on /joint_states) is kept
     assert policy["finger_joint_names"] == ["panda_finger_joint1", "panda_finger_joint1"]
-    assert executor["jtc_topic"] == "/joint_trajectory_controller/joint_trajectory"
+    assert executor["jtc_topic"] == "joint_trajectory_controller/joint_trajectory"
     assert resolved["executor_node"].overrides == {"robot": "panda"}  # what a launch file passes after the files
 
 
 def test_isaac():
     policy, executor = _params("isaac")
-    assert executor["output"] == "sim" and executor["sim_topic"] == "/joint_command"  # sensor_msgs/JointState
+    assert executor["output"] == "sim" and executor["sim_topic"] == "joint_command"  # sensor_msgs/JointState
     assert executor["robot"] == "panda" and policy["arm_joint_names"] == PANDA
     assert policy["finger_joint_names"] == ["panda_finger_joint1", "panda_finger_joint2"]
-    assert policy["camera_topics"] == ["/rgb", "/wrist_rgb"]
+    assert policy["camera_topics"] == ["rgb", "wrist_rgb"]
     assert policy["use_sim_time"] is True and executor["use_sim_time"] is True
     assert executor["control_rate_hz"] == 60.0  # one control step per /clock message of the tutorial graph
 
@@ -77,7 +77,7 @@ def test_isaac():
 def test_real_keeps_the_robot_defaults():
     policy, executor = _params("real")
     assert executor["robot"] == "fr3" and executor["output"] == "jtc"
-    assert executor["jtc_topic"] == "/fr3_arm_controller/joint_trajectory"
+    assert executor["jtc_topic"] == "fr3_arm_controller/joint_trajectory"
     assert executor["gripper_output"] == "franka"
     assert policy["use_sim_time"] is False and executor["use_sim_time"] is False
     assert executor["auto_enable"] is False and executor["dry_run"] is False
@@ -89,7 +89,7 @@ def test_mujoco_is_the_built_in_simulation_files():
     assert [p.name for p in files["executor_node"]] == ["executor_sim.yaml"]
     resolved = resolve_platform("mujoco")
     assert [p.name for p in resolved["executor_node"].files] == ["executor.yaml", "executor_sim.yaml"]
-    assert resolved["policy_node"].params["eef_pose_topic"] == "/eef_pose"
+    assert resolved["policy_node"].params["eef_pose_topic"] == "eef_pose"
     assert resolved["executor_node"].params["auto_enable"] is True
 
 

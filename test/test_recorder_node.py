@@ -196,8 +196,9 @@ def test_real_robot_override_records_the_cameras_compressed_streams():
 
     path = Path(__file__).resolve().parents[1] / "config" / "recorder_real.yaml"
     params = yaml.safe_load(path.read_text())["recorder_node"]["ros__parameters"]
-    topics = parse_topics(params["topics"])
+    topics = parse_topics(params["topics"], lambda name: "/" + name.lstrip("/"))  # as in the root namespace
     cameras = [t for t, kind in topics.items() if kind == "sensor_msgs/msg/CompressedImage"]
     assert cameras == ["/camera/agentview/image_raw/compressed", "/camera/wrist/image_raw/compressed"]
     assert all(message_class(kind) is not None for kind in topics.values())
-    assert set(params["required_topics"]) <= set(topics) and set(cameras) <= set(params["required_topics"])
+    required = {"/" + name for name in params["required_topics"]}
+    assert required <= set(topics) and set(cameras) <= required

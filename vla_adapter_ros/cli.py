@@ -129,7 +129,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from vla_adapter_ros.supervisor import StackError, run_stack
 
     try:
-        return run_stack(args.stack, [Path(p) for p in args.params])
+        return run_stack(args.stack, [Path(p) for p in args.params], namespace=args.namespace)
     except StackError as exc:  # also: a parameter file naming a node or key the nodes do not know
         for line in str(exc).splitlines():
             print(f"vla-adapter-ros up: {line}", file=sys.stderr)
@@ -168,6 +168,9 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     up.add_argument("--params", action="append", default=[], metavar="YAML",
                     help="extra parameter file passed to every node (repeatable; later files win); a node or key "
                          "the nodes do not declare is an error (default: none)")
+    up.add_argument("--namespace", default="", metavar="NS",
+                    help="ROS namespace for the whole stack, e.g. robot1: topics, services and actions move under "
+                         "/robot1, a simulation's clock to /robot1/clock (default: the root namespace)")
     up.set_defaults(func=_cmd_up)
     for name, (module, help_text) in LAZY_COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)

@@ -1,4 +1,5 @@
-"""Validation of the launch files' arguments (pure Python: importable and testable without `launch`).
+"""Validation of the launch files' arguments, and the simulation stack's node set (pure Python:
+importable and testable without `launch`).
 
 ros2 launch passes every argument as a string and the launch files used to read anything but
 "true" as false (`dry_run:=ture` meant: move the robot) and to pass unknown choices on to a node
@@ -21,8 +22,8 @@ class LaunchArgumentError(ValueError):
 
 @dataclass(frozen=True)
 class Argument:
-    """A launch argument: kind str | bool | int | float | device; choices (str); optional: '' allowed
-    (meaning 'keep the configured value')."""
+    """A launch argument: kind str | bool | int | float | device | namespace; choices (str); optional: ''
+    allowed (meaning 'keep the configured value')."""
 
     name: str
     default: str
@@ -40,6 +41,17 @@ class Argument:
 
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+NAMESPACE = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*/?$")
+
+
+def check_namespace(value: str) -> str:
+    """'' (the root namespace) or a ROS namespace, returned absolute: 'robot1' -> '/robot1'."""
+    if value in ("", "/"):
+        return ""
+    if not NAMESPACE.match(value):
+        raise ValueError(f"namespace must be like robot1 or /lab/robot1 (letters, digits, _; a token may not "
+                         f"start with a digit), got {value!r}")
+    return "/" + value.strip("/")
 
 
 def check_device(value: str) -> str:
@@ -68,6 +80,11 @@ def _parse(arg: Argument, value: str) -> Any:
     if arg.kind == "device":
         try:
             return check_device(value)
+        except ValueError as exc:
+            raise LaunchArgumentError(f"launch argument {arg.name}: {exc}") from None
+    if arg.kind == "namespace":
+        try:
+            return check_namespace(value)
         except ValueError as exc:
             raise LaunchArgumentError(f"launch argument {arg.name}: {exc}") from None
     if arg.kind in ("int", "float"):
@@ -129,6 +146,8 @@ FRANKA_ARGUMENTS = [
              kind="bool"),
     Argument("auto_enable", "false", "true | false: enable the executor at start (never on a real robot unless "
                                      "you mean it)", kind="bool"),
+    Argument("namespace", "", "ROS namespace of the stack (e.g. robot1): its topics, services and actions move "
+                              "under it (empty: the root namespace)", kind="namespace"),
     Argument("policy_params", "", "extra parameter file for policy_node (checkpoint-specific I/O, e.g. action_scale)"),
     Argument("executor_params", "", "extra parameter file for executor_node"),
 ]
@@ -141,7 +160,21 @@ SIM_ARGUMENTS = [
     Argument("device", "auto", "auto | cpu | cuda | cuda:N", kind="device"),
     Argument("camera_rate_hz", "10.0", "simulated camera rate (Hz)", kind="float", minimum=0.1),
     Argument("instruction", "", "the policy's instruction (empty: the task's)"),
+    Argument("namespace", "", "ROS namespace of the stack (e.g. robot1): its topics, services, actions and its "
+                              "simulated clock (<namespace>/clock) move under it (empty: the root namespace)",
+             kind="namespace"),
 ]
+
+# two simulation stacks side by side (launch/sim_pair.launch.py): one per namespace, each with its own sim
+SIM_PAIR_ARGUMENTS = [
+    Argument("task1", "reach_red", "task of the first robot (namespace robot1)", choices=SIM_TASKS),
+    Argument("task2", "lift_green", "task of the second robot (namespace robot2)", choices=SIM_TASKS),
+    Argument("seed", "0", "placement seed of the first episode (robot2 gets seed + 1)", kind="int", minimum=0),
+    Argument("checkpoint", "", "checkpoint directory for both policies (empty: random weights)"),
+    Argument("device", "auto", "auto | cpu | cuda | cuda:N", kind="device"),
+    Argument("camera_rate_hz", "10.0", "simulated camera rate (Hz)", kind="float", minimum=0.1),
+]
+PAIR_NAMESPACES = ("/robot1", "/robot2")
 
 LIBERO_ARGUMENTS = [
     Argument("task", "libero_spatial/0", "SUITE/INDEX of the first episode"),
@@ -158,6 +191,51 @@ def sim_instruction(task: str) -> str:
     from vla_adapter_ros.sim.tasks import get_task
 
     return get_task(task).instruction
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of a launch: executable (= node name), parameter files and dicts in order, namespace
+    ('' for the root) and remappings."""
+
+    name: str
+    parameters: list
+    namespace: str = ""
+    remappings: tuple = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}".lstrip("/")
+
+    def node_kwargs(self) -> dict:
+        """launch_ros Node keyword arguments (namespace and remappings only when there are any)."""
+        kwargs = {"package": "vla_adapter_ros", "executable": self.name, "name": self.name,
+                  "parameters": self.parameters}
+        if self.namespace:
+            kwargs["namespace"] = self.namespace
+        if self.remappings:
+            kwargs["remappings"] = list(self.remappings)
+        return kwargs
+
+
+def sim_stack(arg: Mapping[str, Any], config_dir: str, namespace: str = "") -> list[NodeSpec]:
+    """sim_node + policy_node + executor_node of config/sim_stack.yaml for validated SIM_ARGUMENTS values.
+    In a namespace every topic name is relative, and the stack's simulated clock is <namespace>/clock
+    (remapped for all three nodes), so two stacks run side by side without sharing /clock."""
+    import os
+
+    instruction = arg.get("instruction") or sim_instruction(arg["task"])
+    remappings = (("/clock", "clock"),) if namespace else ()
+    files = {name: [os.path.join(config_dir, f) for f in names] for name, names in {
+        "sim_node": ["sim.yaml"], "policy_node": ["policy.yaml", "policy_sim.yaml"],
+        "executor_node": ["executor.yaml", "executor_sim.yaml"]}.items()}
+    overrides = {
+        "sim_node": {"task": arg["task"], "seed": arg["seed"], "camera_rate_hz": arg["camera_rate_hz"]},
+        "policy_node": {"checkpoint": arg["checkpoint"], "device": arg["device"], "instruction": instruction},
+        "executor_node": {},
+    }
+    return [NodeSpec(name, files[name] + ([overrides[name]] if overrides[name] else []), namespace, remappings)
+            for name in ("sim_node", "policy_node", "executor_node")]
 
 
 def franka_msgs_available() -> bool:
@@ -198,6 +276,32 @@ def fatal_line(text: str) -> str:
         if match:
             found = match.group("message")
     return found
+
+
+def launch_nodes(specs: list[NodeSpec], **node_kwargs) -> list:
+    """launch_ros Nodes for `specs`, each required (see `required`). A namespaced node gets copies of its
+    parameter files whose sections name it in its namespace (supervisor.namespaced_parameter_file), in a
+    directory removed when the launch exits. Imports launch_ros: call from launch files."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from launch_ros.actions import Node
+
+    from vla_adapter_ros.supervisor import namespaced_parameter_file
+
+    scratch = None
+    actions = []
+    for spec in specs:
+        if spec.namespace:
+            if scratch is None:
+                scratch = tempfile.mkdtemp(prefix="vla_adapter_ros_params_")
+                atexit.register(shutil.rmtree, scratch, True)
+            spec = NodeSpec(spec.name, [namespaced_parameter_file(p, spec.namespace, scratch).as_posix()
+                                        if isinstance(p, str) else p for p in spec.parameters],
+                            spec.namespace, spec.remappings)
+        actions += required(Node(**spec.node_kwargs(), **node_kwargs), spec.label)
+    return actions
 
 
 def required(node, name: str) -> list:

@@ -25,6 +25,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -76,6 +77,41 @@ class StackError(ValueError):
     """A malformed stack file, or a parameter file the nodes would misread (unknown node or key)."""
 
 
+CLOCK_SOURCES = ("sim_node", "libero_node")  # nodes that publish a stack's simulated clock
+
+
+def namespace_arguments(namespace: str, own_clock: bool) -> list[str]:
+    """ROS arguments that move a node into `namespace` ('' : none); with `own_clock` its /clock too
+    (a namespaced simulation keeps its own clock, <namespace>/clock, next to other stacks)."""
+    if not namespace:
+        return []
+    return ["-r", f"__ns:={namespace}"] + (["-r", "/clock:=clock"] if own_clock else [])
+
+
+def namespaced_parameter_file(path: str | Path, namespace: str, directory: str | Path) -> Path:
+    """A copy of parameter file `path` in `directory` whose node sections apply inside `namespace`.
+
+    ROS matches a section `executor_node:` only to /executor_node; in /robot1 the node is
+    /robot1/executor_node. Sections named relatively become `<namespace>/<node>`; absolute names and
+    wildcards (`/**`, `/**/node`) stay as they are. Unreadable files are returned unchanged: the node
+    reports them. Used by `up --namespace` and the launch files' `namespace` argument."""
+    path = Path(path)
+    if not namespace:
+        return path
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return path
+    if not isinstance(data, dict):
+        return path
+    moved = {(key if str(key).startswith("/") else f"{namespace}/{key}"): body for key, body in data.items()}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{len(list(directory.iterdir())):02d}_{path.name}"
+    target.write_text(f"# {path} for namespace {namespace}\n" + yaml.safe_dump(moved, sort_keys=False))
+    return target
+
+
 @dataclass
 class NodeSpec:
     name: str
@@ -83,9 +119,16 @@ class NodeSpec:
     params: list[Path] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
 
-    def argv(self, extra_params: list[Path] = ()) -> list[str]:
-        ros_args = ["-r", f"__node:={self.name}"]
+    def argv(self, extra_params: list[Path] = (), namespace: str = "", own_clock: bool = False,
+             scratch: str | Path | None = None) -> list[str]:
+        """The node's command line; in a `namespace`, its parameter files are rewritten into `scratch`
+        (see `namespaced_parameter_file`)."""
+        ros_args = ["-r", f"__node:={self.name}", *namespace_arguments(namespace, own_clock)]
         for path in [*self.params, *extra_params]:
+            if namespace:
+                if scratch is None:
+                    raise ValueError("a namespaced node needs a scratch directory for its parameter files")
+                path = namespaced_parameter_file(path, namespace, scratch)
             ros_args += ["--params-file", str(path)]
         return [sys.executable, "-m", self.module, "--ros-args", *ros_args, *self.args]
 
@@ -293,8 +336,10 @@ class Supervisor:
     """Runs the children; `run()` blocks until all are gone and returns the stack's exit code."""
 
     def __init__(self, specs: list[NodeSpec], extra_params: list[Path] = (), out: IO[str] = sys.stdout,
-                 stop_timeout: float = 10.0, env: dict[str, str] | None = None):
+                 stop_timeout: float = 10.0, env: dict[str, str] | None = None, namespace: str = ""):
         self.specs = specs
+        self.namespace = namespace  # '' or an absolute namespace (launch_args.check_namespace)
+        self._scratch: tempfile.TemporaryDirectory | None = None  # namespaced copies of the parameter files
         self.extra_params = list(extra_params)
         self.out = out
         self.stop_timeout = stop_timeout
@@ -335,8 +380,14 @@ class Supervisor:
         env = dict(self.env if self.env is not None else os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(middleware_environment(env))  # full-size images over Fast DDS, unless the user chose
+        own_clock = any(spec.name in CLOCK_SOURCES for spec in self.specs)
+        scratch = None
+        if self.namespace:
+            self._scratch = tempfile.TemporaryDirectory(prefix="vla_adapter_ros_params_")
+            scratch = self._scratch.name
         for spec in self.specs:
-            proc = subprocess.Popen(spec.argv(self.extra_params), stdin=subprocess.DEVNULL,
+            argv = spec.argv(self.extra_params, self.namespace, own_clock, scratch)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
             self.children[spec.name] = proc
@@ -345,7 +396,7 @@ class Supervisor:
             pump.start()
             pumps.append(pump)
             self.pumps[spec.name] = pump
-            self._say(f"started {spec.name} (pid {proc.pid})")
+            self._say(f"started {(self.namespace + '/' + spec.name).lstrip('/')} (pid {proc.pid})")
         return pumps
 
     def _say(self, text: str) -> None:
@@ -394,6 +445,8 @@ class Supervisor:
             self._stop_all()
             for pump in pumps:
                 pump.join(2.0)
+            if self._scratch is not None:
+                self._scratch.cleanup()
         codes = {n: p.returncode for n, p in self.children.items()}
         self._say("stopped: " + ", ".join(f"{n}={c}" for n, c in codes.items()))
         if first_exit is None:
@@ -402,10 +455,16 @@ class Supervisor:
         return code if code >= 0 else 128 - code  # killed by a signal: shell convention
 
 
-def run_stack(path: str | Path, extra_params: list[Path] = ()) -> int:
+def run_stack(path: str | Path, extra_params: list[Path] = (), namespace: str = "") -> int:
+    from vla_adapter_ros.launch_args import check_namespace
+
+    try:
+        namespace = check_namespace(namespace)
+    except ValueError as exc:
+        raise StackError(str(exc)) from None
     specs = load_stack(path)
     check_parameter_files(specs, extra_params)  # a typo in a key is an error, not a silently ignored line
-    supervisor = Supervisor(specs, extra_params)
+    supervisor = Supervisor(specs, extra_params, namespace=namespace)
     previous = {sig: signal.signal(sig, supervisor.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return supervisor.run()

@@ -92,18 +92,18 @@ DEFAULTS = {
     "robot": "fr3",  # bundled limits (config/robots/<robot>.yaml) or a path to a limits file
     "control_rate_hz": 0.0,  # 0 = the robot file's control_dt
     "output": "jtc",
-    "jtc_topic": "/fr3_arm_controller/joint_trajectory",
-    "forward_topic": "/forward_position_controller/commands",
-    "sim_topic": "/joint_command",
-    "eef_delta_topic": "/eef_delta_command",  # output eef_delta
+    "jtc_topic": "fr3_arm_controller/joint_trajectory",
+    "forward_topic": "forward_position_controller/commands",
+    "sim_topic": "joint_command",
+    "eef_delta_topic": "eef_delta_command",  # output eef_delta
     "max_step_translation_m": 0.01,  # output eef_delta: clamp of each step's translation (m)
     "max_step_rotation_rad": 0.05,  # output eef_delta: clamp of each step's rotation (rad)
     "trajectory_points": 2,
-    "joint_state_topic": "/joint_states",
-    "chunk_topic": "/vla/action_chunk",
-    "request_topic": "/vla/request_chunk",
+    "joint_state_topic": "joint_states",
+    "chunk_topic": "vla/action_chunk",
+    "request_topic": "vla/request_chunk",
     "request_period": 0.1,  # s, minimum time between chunk requests while the queue is low
-    "status_topic": "/vla/executor/status",
+    "status_topic": "vla/executor/status",
     "status_rate_hz": 10.0,
     "blend_mode": "crossfade",  # replace | crossfade | ensemble
     "crossfade_steps": 4,
@@ -114,8 +114,8 @@ DEFAULTS = {
     "dry_run": False,
     "auto_enable": False,  # real robots: False (call ~/enable); simulation may enable at start
     "gripper_output": "none",  # none | topic (Float64 0 open..1 closed) | franka (Move/Grasp) | auto
-    "gripper_topic": "/gripper/command",
-    "gripper_action_ns": "/fr3_gripper",
+    "gripper_topic": "gripper/command",
+    "gripper_action_ns": "fr3_gripper",
     "gripper_open_width": 0.08,
     "gripper_speed": 0.1,
     "grasp_force": 20.0,
@@ -777,7 +777,7 @@ class ExecutorNode(Node):
         return values
 
     def _diagnostics(self):
-        return diagnostic_status(f"{self.get_name()}: executor", self.diagnostic_values(),
+        return diagnostic_status(f"{self.get_fully_qualified_name().lstrip('/')}: executor", self.diagnostic_values(),
                                  hardware_id=self.limits.name)
 
 

@@ -70,14 +70,14 @@ DEFAULTS = {
     "freeze_on_wait": True,  # a "wait" command freezes the world until the next chunk
     "inference_timeout_s": 30.0,  # wall s of the longest freeze (then one hold step: the executor asks again)
     "joint_prefix": "panda_",  # joint names: <prefix>joint1..7, <prefix>finger_joint1..2
-    "camera_topics": ["/camera/agentview/image_raw", "/camera/wrist/image_raw"],
-    "joint_state_topic": "/joint_states",
-    "eef_pose_topic": "/eef_pose",
-    "proprio_topic": "/libero/proprio",
-    "command_topic": "/eef_delta_command",
-    "chunk_topic": "/vla/action_chunk",
-    "success_topic": "/vla/task_success",
-    "episode_topic": "/libero/episode",
+    "camera_topics": ["camera/agentview/image_raw", "camera/wrist/image_raw"],
+    "joint_state_topic": "joint_states",
+    "eef_pose_topic": "eef_pose",
+    "proprio_topic": "libero/proprio",
+    "command_topic": "eef_delta_command",
+    "chunk_topic": "vla/action_chunk",
+    "success_topic": "vla/task_success",
+    "episode_topic": "libero/episode",
     "frame_id": "world",
     "start_episode": True,  # reset to `task` / `init_state` at start-up
 }

@@ -97,9 +97,9 @@ DEFAULTS = {
     "unnorm_key": "",
     "warmup_iterations": 2,
     # inputs
-    "camera_topics": ["/camera/agentview/image_raw", "/camera/wrist/image_raw"],
+    "camera_topics": ["camera/agentview/image_raw", "camera/wrist/image_raw"],
     "camera_qos": "sensor_data",  # sensor_data (best effort, depth 5) | reliable (depth 5)
-    "joint_state_topic": "/joint_states",
+    "joint_state_topic": "joint_states",
     "arm_joint_names": [f"fr3_joint{i}" for i in range(1, 8)],
     "finger_joint_names": ["fr3_finger_joint1", "fr3_finger_joint2"],
     "eef_pose_topic": "",  # geometry_msgs/PoseStamped; empty = forward kinematics from joints
@@ -109,17 +109,17 @@ DEFAULTS = {
     "image_height": 0,
     # instructions
     "instruction": "",
-    "instruction_topic": "/vla/instruction",
+    "instruction_topic": "vla/instruction",
     "max_instruction_chars": 256,
-    "success_topic": "/vla/task_success",
+    "success_topic": "vla/task_success",
     "default_max_duration": 120.0,
     # triggering and outputs
     "trigger": "request",  # "request": on executor request; "rate": at rate_hz
     "rate_hz": 4.0,
-    "request_topic": "/vla/request_chunk",
-    "chunk_topic": "/vla/action_chunk",
-    "trajectory_topic": "/vla/action_trajectory",
-    "status_topic": "/vla/policy/status",
+    "request_topic": "vla/request_chunk",
+    "chunk_topic": "vla/action_chunk",
+    "trajectory_topic": "vla/action_trajectory",
+    "status_topic": "vla/policy/status",
     "status_rate_hz": 2.0,
     "frame_id": "base",
     # meaning of the model's numbers (see inference/io_spec.py); a checkpoint made by our trainer
@@ -151,7 +151,7 @@ PARAMETERS = {
     "warmup_iterations": Param("predictions run before the node reports ready", range=(0, 100)),
     "camera_topics": Param("camera inputs, primary camera first, then the wrist camera; a topic ending in "
                            "/compressed is a sensor_msgs/CompressedImage (JPEG or PNG, e.g. "
-                           "/camera/color/image_raw/compressed), any other a sensor_msgs/Image"),
+                           "camera/color/image_raw/compressed), any other a sensor_msgs/Image"),
     "camera_qos": Param("QoS of the camera subscriptions: sensor_data (best effort, depth 5; matches every "
                         "camera driver) or reliable (depth 5; only matches reliable publishers)",
                         choices=CAMERA_QOS),
@@ -678,7 +678,7 @@ class PolicyNode(Node):
         level = "WARN" if not self.ready or self.engine.random_weights else "OK"
         message = ("loading" if not self.ready else "ready, random weights" if self.engine.random_weights
                    else "ready")
-        return diagnostic_status(f"{self.get_name()}: policy", values, level=level, message=message,
+        return diagnostic_status(f"{self.get_fully_qualified_name().lstrip('/')}: policy", values, level=level, message=message,
                                  hardware_id=self.engine.device)
 
     def shutdown(self) -> None:

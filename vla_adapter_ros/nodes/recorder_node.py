@@ -1,7 +1,7 @@
 """Recorder node: demonstration episodes -> one rosbag2 (MCAP) bag each.
 
 A thin rclpy adapter over `data.bag_io.BagRecorder`. Subscribes with `raw=True` to the configured
-topics (`topics`: "TOPIC: TYPE" strings, e.g. "/joint_states: sensor_msgs/msg/JointState") and
+topics (`topics`: "TOPIC: TYPE" strings, e.g. "joint_states: sensor_msgs/msg/JointState") and
 hands the serialized bytes with their receive time to the recorder while an episode is open. The
 receive time is when the middleware received the message, on this node's clock (simulation time
 when run with use_sim_time), so a callback backlog does not shift it; a message received before
@@ -34,17 +34,17 @@ from vla_adapter_ros.srv import SetInstruction
 DEFAULTS = {
     "output_dir": "recordings",  # bag root (created if missing)
     "topics": [  # "TOPIC: TYPE"
-        "/camera/agentview/image_raw: sensor_msgs/msg/Image",
-        "/camera/wrist/image_raw: sensor_msgs/msg/Image",
-        "/joint_states: sensor_msgs/msg/JointState",
-        "/eef_pose: geometry_msgs/msg/PoseStamped",
-        "/vla/instruction: std_msgs/msg/String",
-        "/fr3_arm_controller/joint_trajectory: trajectory_msgs/msg/JointTrajectory",
-        "/gripper/command: std_msgs/msg/Float64",
-        "/vla/action_chunk: vla_adapter_ros/msg/ActionChunk",
+        "camera/agentview/image_raw: sensor_msgs/msg/Image",
+        "camera/wrist/image_raw: sensor_msgs/msg/Image",
+        "joint_states: sensor_msgs/msg/JointState",
+        "eef_pose: geometry_msgs/msg/PoseStamped",
+        "vla/instruction: std_msgs/msg/String",
+        "fr3_arm_controller/joint_trajectory: trajectory_msgs/msg/JointTrajectory",
+        "gripper/command: std_msgs/msg/Float64",
+        "vla/action_chunk: vla_adapter_ros/msg/ActionChunk",
     ],
     # topics that must have delivered a message within max_age s for ~/start to accept
-    "required_topics": ["/camera/agentview/image_raw", "/camera/wrist/image_raw", "/joint_states"],
+    "required_topics": ["camera/agentview/image_raw", "camera/wrist/image_raw", "joint_states"],
     "max_age": 1.0,  # s (this node's clock)
     "storage": "mcap",  # mcap | sqlite3
     "qos_depth": 100,
@@ -92,17 +92,20 @@ def message_class(msgtype: str):
     return cls
 
 
-def parse_topics(entries) -> dict[str, str]:
-    """["TOPIC: TYPE", ...] -> {topic: 'pkg/msg/Type'}; ValueError on a malformed entry."""
+def parse_topics(entries, resolve=lambda name: name) -> dict[str, str]:
+    """["TOPIC: TYPE", ...] -> {resolve(topic): 'pkg/msg/Type'}; ValueError on a malformed entry.
+
+    `resolve` turns a relative name into the node's namespaced one (the bag stores full names)."""
     from vla_adapter_ros.data.bag_io import normalize_type_name
 
     topics: dict[str, str] = {}
     for entry in entries:
         topic, sep, msgtype = str(entry).partition(":")
         topic, msgtype = topic.strip(), msgtype.strip()
-        if not sep or not topic.startswith("/") or not msgtype or msgtype.count("/") not in (1, 2) \
+        if not sep or not topic.strip("/~") or not msgtype or msgtype.count("/") not in (1, 2) \
                 or " " in topic or " " in msgtype:
             raise ValueError(f"topics: expected 'TOPIC: pkg/msg/Type', got {entry!r}")
+        topic = resolve(topic)
         if topic in topics:
             raise ValueError(f"topics: {topic} listed twice")
         topics[topic] = normalize_type_name(msgtype)
@@ -117,8 +120,9 @@ class RecorderNode(Node):
         self.p = p = declare_lists(self, DEFAULTS)
         from vla_adapter_ros.data.bag_io import BagRecorder
 
-        self.topics = parse_topics(p["topics"])
-        missing = [t for t in p["required_topics"] if t not in self.topics]
+        self.topics = parse_topics(p["topics"], self.resolve_topic_name)  # relative names move with a namespace
+        self.required = [self.resolve_topic_name(t) for t in p["required_topics"]]
+        missing = [t for t in self.required if t not in self.topics]
         if missing:
             raise ValueError(f"required_topics {missing} are not in topics")
         classes = {}
@@ -194,7 +198,7 @@ class RecorderNode(Node):
             response.message = "empty instruction"
         else:
             silent = check_fresh(self.recorder.last_seen, self._now(), float(self.p["max_age"]),
-                                 required=self.p["required_topics"])
+                                 required=self.required)
             if silent:
                 response.message = f"silent topics (nothing for {self.p['max_age']} s): {', '.join(silent)}"
             else:

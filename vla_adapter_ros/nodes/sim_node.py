@@ -78,14 +78,14 @@ DEFAULTS = {
     "image_width": 224,
     "image_height": 224,
     "camera_names": ["agentview", "wrist"],
-    "camera_topics": ["/camera/agentview/image_raw", "/camera/wrist/image_raw"],
-    "joint_state_topic": "/joint_states",
-    "eef_pose_topic": "/eef_pose",
-    "jtc_topic": "/fr3_arm_controller/joint_trajectory",
-    "forward_topic": "/forward_position_controller/commands",
-    "joint_command_topic": "/joint_command",
-    "gripper_topic": "/gripper/command",
-    "success_topic": "/vla/task_success",
+    "camera_topics": ["camera/agentview/image_raw", "camera/wrist/image_raw"],
+    "joint_state_topic": "joint_states",
+    "eef_pose_topic": "eef_pose",
+    "jtc_topic": "fr3_arm_controller/joint_trajectory",
+    "forward_topic": "forward_position_controller/commands",
+    "joint_command_topic": "joint_command",
+    "gripper_topic": "gripper/command",
+    "success_topic": "vla/task_success",
     "frame_id": "base",
     # demonstration mode
     "expert": False,  # drive the arm with the scripted expert through jtc_topic / gripper_topic
@@ -101,8 +101,8 @@ DEFAULTS = {
     "oracle_horizon": 8,  # rows per chunk
     "oracle_dt": 0.0,  # s between rows; 0 = 1 / camera_rate_hz (the dataset's frame period)
     "oracle_max_speed": 0.35,  # m/s, peak tool speed of the plan (the joint limits may slow it further)
-    "chunk_topic": "/vla/action_chunk",
-    "request_topic": "/vla/request_chunk",
+    "chunk_topic": "vla/action_chunk",
+    "request_topic": "vla/request_chunk",
 }
 
 # what each parameter means; `live` ones can be changed with `ros2 param set`
