@@ -170,3 +170,63 @@ def test_advance_accumulates_fractional_steps(env):
     assert env.sim_time == pytest.approx(0.01, abs=1e-9)
     with pytest.raises(ValueError):
         env.advance(math.nan)
+
+
+def _robot_visual_points(env) -> np.ndarray:
+    """World positions of the vertices of every drawn robot mesh at the current state."""
+    import mujoco
+
+    m, d = env.model, env.data
+    pts = []
+    for g in range(m.ngeom):
+        body = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, m.geom_bodyid[g]) or ""
+        if body.startswith("robot/") and m.geom_group[g] <= 2 and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_MESH:
+            mesh = m.geom_dataid[g]
+            v = m.mesh_vert[m.mesh_vertadr[mesh]:m.mesh_vertadr[mesh] + m.mesh_vertnum[mesh]]
+            pts.append(d.geom_xpos[g] + v @ d.geom_xmat[g].reshape(3, 3).T)
+    return np.concatenate(pts)
+
+
+def test_agentview_frames_the_whole_arm_and_the_workspace(env):
+    """The arm at the ready pose (base to the top of the elbow) and every corner of the cube workspace,
+    up to a lifted cube, project inside a 224x224 agentview image; a cube there is still a few pixels."""
+    from vla_adapter_ros.sim.scene import CUBE_HALF_M
+    from vla_adapter_ros.sim.tasks import WORKSPACE_X, WORKSPACE_Y
+
+    env.reset()
+    arm = _robot_visual_points(env)
+    assert arm[:, 2].max() > 0.7  # the elbow's top: the part the old framing cut off
+    corners = np.array([(x, y, z) for x in (WORKSPACE_X[0] - CUBE_HALF_M, WORKSPACE_X[1] + CUBE_HALF_M)
+                        for y in (WORKSPACE_Y[0] - CUBE_HALF_M, WORKSPACE_Y[1] + CUBE_HALF_M)
+                        for z in (0.0, 2 * CUBE_HALF_M + 0.05)])
+    for name, points in (("arm", arm), ("workspace", corners)):
+        uv = np.array([env.project("agentview", p, 224, 224) for p in points])
+        assert uv.min() >= 2 and uv.max() <= 222, f"{name} leaves the image: {uv.min(0)} .. {uv.max(0)}"
+    # the cubes stay as large as the framing allows: a 4 cm edge at the far corner spans > 7 px
+    a = env.project("agentview", (WORKSPACE_X[0], WORKSPACE_Y[0] - CUBE_HALF_M, 0.0), 224, 224)
+    b = env.project("agentview", (WORKSPACE_X[0], WORKSPACE_Y[0] + CUBE_HALF_M, 0.0), 224, 224)
+    assert np.linalg.norm(a - b) > 7
+
+
+def test_robot_is_drawn_matte_without_its_collision_meshes(env):
+    """robosuite's collision meshes coincide with the visual ones and z-fight ('glitter') when drawn:
+    they are in a group the renderer hides, and the robot's materials have no hard highlights."""
+    import mujoco
+
+    from vla_adapter_ros.sim.scene import ROBOT_COLLISION_GROUP
+
+    m = env.model
+    collision = [g for g in range(m.ngeom) if m.geom_contype[g] == 2 or
+                 (mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) or "").endswith("_collision")]
+    assert len(collision) >= 8
+    assert all(m.geom_group[g] == ROBOT_COLLISION_GROUP for g in collision)
+    assert not mujoco.MjvOption().geomgroup[ROBOT_COLLISION_GROUP]  # hidden by default
+    robot_mats = [i for i in range(m.nmat)
+                  if mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_MATERIAL, i).startswith("robot/")]
+    assert robot_mats and m.mat_specular[robot_mats].max() <= 0.2
+    # and the surface is smooth: neighbouring pixels on the arm differ little (speckle made them jump)
+    env.reset()
+    img = env.render("agentview", 224, 224).astype(float)
+    top = env.project("agentview", (0.0, 0.0, 0.33), 224, 224).astype(int)  # on link2/3, the arm's upper column
+    patch = img[top[1] - 4:top[1] + 5, top[0] - 3:top[0] + 4].mean(axis=2)
+    assert np.abs(np.diff(patch, axis=0)).mean() < 12

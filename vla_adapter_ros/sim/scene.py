@@ -56,10 +56,20 @@ TCP_YAW_RAD = -math.pi / 4
 
 # Camera placement (base frame, m). agentview: in front of the robot looking back at it and the
 # table, like LIBERO/robosuite's agentview. The image's right is the robot's left (+y).
-AGENTVIEW_POS = (1.2, 0.0, 0.8)
-AGENTVIEW_TARGET = (0.35, 0.0, 0.16)
+# Framing: the whole arm at the ready pose (link0's back to the elbow's top, 0.78 m) and the cube
+# workspace (tasks.WORKSPACE_X/Y, up to a lifted cube) inside the image with a few pixels to spare, 31 deg
+# above the table, with the cubes as large as that allows (a grid search over position, target and
+# field of view; test/test_sim_env.py checks the framing by projection).
+AGENTVIEW_POS = (1.4, 0.0, 1.0)
+AGENTVIEW_TARGET = (0.25, 0.0, 0.3)
 AGENTVIEW_FOVY_DEG = 45.0
 WRIST_FOVY_DEG = 75.0
+
+# Rendering of the robot: collision geoms go to a group the cameras do not draw (MuJoCo draws groups
+# 0-2 by default), and the robot's materials are matte.
+ROBOT_COLLISION_GROUP = 3
+ROBOT_SPECULAR = 0.1
+ROBOT_SHININESS = 0.2
 
 ARM_JOINTS_INTERNAL = tuple(f"robot/joint{i}" for i in range(1, 8))
 FINGER_JOINTS_INTERNAL = ("robot/gripper/finger_joint1", "robot/gripper/finger_joint2")
@@ -221,6 +231,14 @@ def build_spec(config: SceneConfig | None = None) -> mujoco.MjSpec:
         if geom.name.startswith("robot/") or (geom.parent and geom.parent.name.startswith("robot/")):
             if geom.contype != 0 or geom.conaffinity != 0:
                 geom.contype, geom.conaffinity = 2, 0  # robot vs world/objects only, no self-collision
+            if geom.group == 0:
+                # robosuite's collision meshes (group 0) coincide with the visual meshes (group 1): drawn
+                # together they z-fight into a speckled "glitter" surface. robosuite hides group 0; so do we.
+                geom.group = ROBOT_COLLISION_GROUP
+    for material in spec.materials:
+        if material.name.startswith("robot/"):
+            # robosuite's specular 0.5 / shininess 0.45 gives hard highlights on the faceted meshes: matte.
+            material.specular, material.shininess, material.reflectance = ROBOT_SPECULAR, ROBOT_SHININESS, 0.0
     for body in spec.bodies:
         if body.name.startswith("robot/"):
             body.gravcomp = 1.0
