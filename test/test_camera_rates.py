@@ -152,8 +152,10 @@ def profile_env(processes, use_profile: bool) -> dict[str, str]:
     for name in PROFILE_VARIABLES:
         processes.env.pop(name, None)
     env = {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}
-    if use_profile:
-        env.update(FASTDDS_DEFAULT_PROFILES_FILE=str(PROFILE), FASTRTPS_DEFAULT_PROFILES_FILE=str(PROFILE))
+    if use_profile:  # exactly what the package's commands and launch files add
+        from vla_adapter_ros.supervisor import middleware_environment
+
+        env.update(middleware_environment({"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}))
     return env
 
 
@@ -172,7 +174,10 @@ def test_nodes_the_package_starts_get_the_profile_unless_the_user_chose():
     from vla_adapter_ros.supervisor import middleware_environment
 
     added = middleware_environment({})
-    assert added == {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE), "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE)}
+    assert added == {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}  # Fast DDS 3 (Kilted, the wheels)
+    # Fast DDS 2 (Jazzy and older) reads only the old name; Kilted's rmw warns when the old name is set
+    assert middleware_environment({"ROS_DISTRO": "jazzy"}) == {"FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE)}
+    assert middleware_environment({"ROS_DISTRO": "kilted"}) == added
     assert middleware_environment({"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}) == added
     for user in ({"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}, {"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"},
                  {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}, {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}):

@@ -38,6 +38,7 @@ import yaml
 # ------------------------------------------------------------------------------ middleware environment
 LARGE_DATA_PROFILE = "fastdds_large_data.xml"  # resource/ of the checkout or share/vla_adapter_ros/resource
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")  # Fast DDS 3 / 2 names
+FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")  # read only FASTRTPS_...; Kilted's rmw warns when it is set
 _CHECKOUT_RESOURCE = Path(__file__).resolve().parent.parent / "resource"
 
 
@@ -70,7 +71,8 @@ def middleware_environment(environ=os.environ) -> dict[str, str]:
     profile = large_data_profile()
     if profile is None:
         return {}
-    return {name: str(profile) for name in PROFILE_VARIABLES}
+    fast_dds_2 = environ.get("ROS_DISTRO", "").strip().lower() in FAST_DDS_2_DISTROS
+    return {PROFILE_VARIABLES[1] if fast_dds_2 else PROFILE_VARIABLES[0]: str(profile)}
 
 
 class StackError(ValueError):
