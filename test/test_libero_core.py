@@ -257,5 +257,5 @@ def test_policy_config_for_libero_matches_the_io_preset():
         if key == "gripper_index":
             assert params["has_gripper"] is True
         assert params[key] == value, key
-    assert params["eef_axis_angle"] == "robosuite" and params["eef_pose_topic"] == "/eef_pose"
+    assert params["eef_axis_angle"] == "robosuite" and params["eef_pose_topic"] == "eef_pose"
     assert params["use_sim_time"] is True

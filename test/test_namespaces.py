@@ -15,6 +15,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("mujoco")
 
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -53,13 +54,18 @@ def test_two_namespaced_stacks_do_not_share_anything(processes, rclpy_context, t
     executor.add_node(node)
     states = {ns: [] for ns in NAMESPACES}
     status = {ns: [] for ns in NAMESPACES}
+    poses = {ns: [] for ns in NAMESPACES}
     for ns in NAMESPACES:
+        node.create_subscription(PoseStamped, f"{ns}/eef_pose", poses[ns].append, 10)
         node.create_subscription(JointState, f"{ns}/joint_states", states[ns].append, 50)
         node.create_subscription(ExecutorStatus, f"{ns}/vla/executor/status", status[ns].append, 10)
     running = lambda ns: status[ns] and status[ns][-1].state == "running"  # noqa: E731
     assert spin_until(executor, lambda: all(running(ns) and states[ns] for ns in NAMESPACES), 90), \
         {ns: status[ns][-1].state if status[ns] else None for ns in NAMESPACES}
 
+    assert spin_until(executor, lambda: all(poses.values()), 10)
+    for ns in NAMESPACES:  # the sims share /tf (in a ROS install): their frames carry the namespace
+        assert poses[ns][-1].header.frame_id == f"{ns[1:]}/base"
     topics = dict(node.get_topic_names_and_types())
     for ns in NAMESPACES:
         for name in ("joint_states", "clock", "eef_pose", "camera/agentview/image_raw", "vla/executor/status",

@@ -30,6 +30,7 @@ ROSDEP_KEYS = {
     "diagnostic_msgs": "diagnostic_msgs",
     "control_msgs": "control_msgs",
     "franka_msgs": "franka_msgs",
+    "tf2_msgs": "tf2_msgs",
     "rosgraph_msgs": "rosgraph_msgs",
     "lifecycle_msgs": "lifecycle_msgs",
     "rcl_interfaces": "rcl_interfaces",

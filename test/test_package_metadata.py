@@ -141,12 +141,19 @@ def test_rviz_config_matches_the_sim_topics():
     params = _sim_params()
     displays = _rviz_displays(config)
     classes = {d["Class"] for d in displays}
-    assert classes <= {"rviz_default_plugins/Grid", "rviz_default_plugins/Pose", "rviz_default_plugins/Image"}
+    assert classes == {"rviz_default_plugins/Grid", "rviz_default_plugins/Pose", "rviz_default_plugins/Image",
+                       "rviz_default_plugins/RobotModel", "rviz_default_plugins/TF"}
     images = [d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"]
     poses = [d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Pose"]
     # the sim's topic names are relative: in the root namespace they are these absolute ones
     assert sorted(images) == sorted("/" + name for name in params["camera_topics"])
     assert poses == ["/" + params["eef_pose_topic"]]
+    (model,) = [d for d in displays if d["Class"] == "rviz_default_plugins/RobotModel"]
+    # the URDF is published once, transient local: RViz must ask for it that way to get it when it starts later
+    assert model["Description Source"] == "Topic"
+    assert model["Description Topic"]["Value"] == "/" + params["robot_description_topic"]
+    assert model["Description Topic"]["Durability Policy"] == "Transient Local"
+    assert model["TF Prefix"] == params["tf_prefix"]
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == params["frame_id"]
     for d in displays:
         assert d["Enabled"] is True and d["Name"]

@@ -220,9 +220,12 @@ class NodeSpec:
 
 def sim_stack(arg: Mapping[str, Any], config_dir: str, namespace: str = "") -> list[NodeSpec]:
     """sim_node + policy_node + executor_node of config/sim_stack.yaml for validated SIM_ARGUMENTS values.
-    In a namespace every topic name is relative, and the stack's simulated clock is <namespace>/clock
-    (remapped for all three nodes), so two stacks run side by side without sharing /clock."""
+    In a namespace every topic name is relative, the stack's simulated clock is <namespace>/clock
+    (remapped for all three nodes), so two stacks run side by side without sharing /clock, and the sim's
+    frames on the shared /tf are prefixed with the namespace (see supervisor.namespace_parameters)."""
     import os
+
+    from vla_adapter_ros.supervisor import namespace_parameters
 
     instruction = arg.get("instruction") or sim_instruction(arg["task"])
     remappings = (("/clock", "clock"),) if namespace else ()
@@ -230,7 +233,8 @@ def sim_stack(arg: Mapping[str, Any], config_dir: str, namespace: str = "") -> l
         "sim_node": ["sim.yaml"], "policy_node": ["policy.yaml", "policy_sim.yaml"],
         "executor_node": ["executor.yaml", "executor_sim.yaml"]}.items()}
     overrides = {
-        "sim_node": {"task": arg["task"], "seed": arg["seed"], "camera_rate_hz": arg["camera_rate_hz"]},
+        "sim_node": {"task": arg["task"], "seed": arg["seed"], "camera_rate_hz": arg["camera_rate_hz"],
+                     **namespace_parameters("sim_node", namespace)},
         "policy_node": {"checkpoint": arg["checkpoint"], "device": arg["device"], "instruction": instruction},
         "executor_node": {},
     }

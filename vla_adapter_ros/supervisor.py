@@ -82,6 +82,14 @@ class StackError(ValueError):
 CLOCK_SOURCES = ("sim_node", "libero_node")  # nodes that publish a stack's simulated clock
 
 
+def namespace_parameters(node: str, namespace: str) -> dict:
+    """Parameters a node of ours needs in `namespace`: the simulation prefixes its frames with it
+    ("robot1/base", ...), because /tf is one global topic that namespaced sims share."""
+    if namespace and node == "sim_node":
+        return {"tf_prefix": namespace.strip("/") + "/"}
+    return {}
+
+
 def namespace_arguments(namespace: str, own_clock: bool) -> list[str]:
     """ROS arguments that move a node into `namespace` ('' : none); with `own_clock` its /clock too
     (a namespaced simulation keeps its own clock, <namespace>/clock, next to other stacks)."""
@@ -132,6 +140,8 @@ class NodeSpec:
                     raise ValueError("a namespaced node needs a scratch directory for its parameter files")
                 path = namespaced_parameter_file(path, namespace, scratch)
             ros_args += ["--params-file", str(path)]
+        for key, value in namespace_parameters(self.name, namespace).items():  # after the files: they win
+            ros_args += ["-p", f"{key}:={value}"]
         return [sys.executable, "-m", self.module, "--ros-args", *ros_args, *self.args]
 
 

@@ -75,8 +75,8 @@ class ExternalPythonNodeSpec(NodeSpec):
 
     python: str = ""
 
-    def argv(self, extra_params=()) -> list[str]:
-        argv = super().argv(extra_params)
+    def argv(self, extra_params=(), *args, **kwargs) -> list[str]:
+        argv = super().argv(extra_params, *args, **kwargs)
         return [*_foreign_env(), self.python, *argv[1:]]
 
 

@@ -23,6 +23,15 @@ it then follows them through its own subscriptions, so a recorder sees the comma
 expert starts `expert_start_delay_s` after each reset (the arm holds still until then, so a
 recording started right after the reset sees the motion from its beginning).
 
+What RViz and Foxglove need (vla_adapter_ros.sim.ros_description): `robot_description` (the scene's arm,
+hand and table as a URDF, transient local: late subscribers get it), one sensor_msgs/CameraInfo per camera
+next to its image (`camera/<name>/camera_info`, same stamp and frame), and in a ROS install /tf (joints,
+cubes; at the camera rate with the images' stamps, so every frame has its exact transforms) and /tf_static
+(fixed links, TCP, camera optical frames). /tf needs tf2_msgs, which has no pip wheel: without it the node
+says so once and publishes everything else. `tf_prefix` is put in front of every frame id the node
+publishes (TF, URDF links, eef_pose, images, camera_info) so that namespaced sims can share /tf; the oracle's
+ActionChunk keeps `frame_id` as policy_node's chunks do.
+
 Physics runs on its own thread at up to `real_time_factor` times wall time; when rendering cannot
 keep up, simulation time simply runs slower (every node follows /clock).
 
@@ -46,13 +55,13 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
+from geometry_msgs.msg import PoseStamped, TransformStamped  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import Image, JointState  # noqa: E402
-from std_msgs.msg import Bool, Float64, Float64MultiArray, Header  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
+from std_msgs.msg import Bool, Float64, Float64MultiArray, Header, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
 from vla_adapter_ros.nodes.common import (  # noqa: E402
@@ -66,6 +75,18 @@ from vla_adapter_ros.nodes.common import (  # noqa: E402
     stamp_seconds,
 )
 from vla_adapter_ros.srv import ResetEpisode  # noqa: E402
+
+try:  # part of every ROS 2 install, but no pip wheel: the pip-only venv runs without /tf
+    from tf2_msgs.msg import TFMessage
+except ImportError:
+    TFMessage = None
+
+NO_TF = "no /tf: tf2_msgs is not installed (it comes with every ROS 2 install)"
+# what tf2's broadcasters use: /tf_static latched (depth 1, transient local), /tf deep enough for bursts
+TF_STATIC_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+TF_QOS = QoSProfile(depth=100)
+# robot_state_publisher's robot_description QoS: a late RViz still gets it
+DESCRIPTION_QOS = TF_STATIC_QOS
 
 DEFAULTS = {
     "task": "reach_red",
@@ -87,6 +108,8 @@ DEFAULTS = {
     "gripper_topic": "gripper/command",
     "success_topic": "vla/task_success",
     "frame_id": "base",
+    "tf_prefix": "",  # prepended to every published frame id (TF, URDF, eef_pose, images): sims sharing /tf
+    "robot_description_topic": "robot_description",
     # demonstration mode
     "expert": False,  # drive the arm with the scripted expert through jtc_topic / gripper_topic
     "expert_rate_hz": 20.0,  # expert actions per second of simulation time
@@ -128,7 +151,11 @@ PARAMETERS = {
     "joint_command_topic": Param("JointState command input"),
     "gripper_topic": Param("std_msgs/Float64 gripper command input, 0 open .. 1 closed"),
     "success_topic": Param("std_msgs/Bool task success output"),
-    "frame_id": Param("frame_id of the poses"),
+    "frame_id": Param("frame_id of the poses: the robot base, root link of robot_description and of the TF tree"),
+    "tf_prefix": Param("prepended to every frame id the node publishes (TF, robot_description links, eef_pose, "
+                       "images, camera_info) so that namespaced sims can share /tf; empty: none"),
+    "robot_description_topic": Param("std_msgs/String output (transient local): the URDF of the scene's robot "
+                                     "and table, for RViz/Foxglove"),
     "expert": Param("direct expert mode: the scripted expert drives jtc_topic / gripper_topic itself"),
     "expert_rate_hz": Param("expert mode: expert actions per second of simulated time", range=(0.1, 1000.0)),
     "expert_start_delay_s": Param("expert mode: simulated time after a reset before the expert moves (s); "
@@ -186,6 +213,7 @@ class SimNode(Node):
         self.joint_pub = self.create_publisher(JointState, p["joint_state_topic"], 10)
         self.pose_pub = self.create_publisher(PoseStamped, p["eef_pose_topic"], 10)
         self.camera_pubs = [self.create_publisher(Image, t, 10) for t in p["camera_topics"]]
+        self._init_description()
         self.success_pub = self.create_publisher(Bool, p["success_topic"], 10)
         # command callbacks get the message info (publication time): see _stale
         self.create_subscription(JointTrajectory, p["jtc_topic"], lambda m, i: self._on_trajectory(m, i), 10)
@@ -345,6 +373,8 @@ class SimNode(Node):
             before = self.env.sim_time
             self.task.reset(self.env, self.seed, self.start_jitter)
             self.time_offset += before - self.env.sim_time  # /clock never goes backwards
+            if self.env.model is not self._described_model:  # a new scene: new description and frames
+                self._publish_description()
             self.follower.reset(self.env.joint_positions())
             self.success = False
             if self.p["expert"]:
@@ -516,7 +546,7 @@ class SimNode(Node):
         self.joint_pub.publish(msg)
         pose = env.eef_pose()
         out = PoseStamped()
-        out.header.stamp, out.header.frame_id = stamp, self.p["frame_id"]
+        out.header.stamp, out.header.frame_id = stamp, self.frame
         out.pose.position.x, out.pose.position.y, out.pose.position.z = (float(v) for v in pose.position)
         q = pose.quat_xyzw
         out.pose.orientation.x, out.pose.orientation.y, out.pose.orientation.z, out.pose.orientation.w = (
@@ -526,11 +556,71 @@ class SimNode(Node):
     def _publish_cameras(self, stamp) -> None:
         width, height = int(self.p["image_width"]), int(self.p["image_height"])
         self._camera_obs = (self.env.sim_time, self.env.eef_pose().matrix())  # what the frame shows
-        for name, pub in zip(self.p["camera_names"], self.camera_pubs):
+        for name, pub, info, info_pub in zip(self.p["camera_names"], self.camera_pubs, self.camera_infos,
+                                             self.camera_info_pubs):
             rgb = self.env.render(name, width, height)
             msg = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=rgb.tobytes())
-            msg.header.stamp, msg.header.frame_id = stamp, name
+            msg.header.stamp, msg.header.frame_id = stamp, info.header.frame_id
             pub.publish(msg)
+            info.header.stamp = stamp
+            info_pub.publish(info)
+        self._publish_tf(stamp)
+
+    # ------------------------------------------------------------------ RViz / Foxglove
+    def _init_description(self) -> None:
+        """Publishers of robot_description, camera_info, /tf and /tf_static; publishes the latched ones."""
+        from vla_adapter_ros.sim import ros_description
+
+        p = self.p
+        self._ros_description = ros_description
+        prefix = p["tf_prefix"]
+        self.frame = prefix + p["frame_id"]
+        self.description_pub = self.create_publisher(String, p["robot_description_topic"], DESCRIPTION_QOS)
+        self.camera_infos = []
+        for name in p["camera_names"]:
+            fields = ros_description.camera_info(self.env.model, name, int(p["image_width"]), int(p["image_height"]))
+            info = CameraInfo(**fields)
+            info.header.frame_id = prefix + name  # the camera's optical frame on /tf_static
+            self.camera_infos.append(info)
+        self.camera_info_pubs = [self.create_publisher(CameraInfo, ros_description.camera_info_topic(t), 10)
+                                 for t in p["camera_topics"]]
+        if TFMessage is None:
+            self.get_logger().info(NO_TF)
+            self.tf_pub = self.tf_static_pub = None
+        else:
+            self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
+            self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        self._publish_description()
+
+    def _publish_description(self) -> None:
+        """robot_description and /tf_static of the current model (at start, and after a reset that
+        rebuilt the scene)."""
+        rd, p = self._ros_description, self.p
+        self._described_model = self.env.model
+        self._frames = rd.sim_frames(self.env.model, joint_prefix=p["joint_prefix"], root=p["frame_id"],
+                                     tf_prefix=p["tf_prefix"], cameras=list(p["camera_names"]))
+        self.description_pub.publish(String(data=rd.urdf(self.env.model, description=self._frames)))
+        if self.tf_static_pub is not None:
+            stamp = seconds_to_stamp(self.env.sim_time + self.time_offset)
+            self.tf_static_pub.publish(self._tf_message(stamp, rd.static_transforms(self.env.model, self._frames)))
+
+    @staticmethod
+    def _tf_message(stamp, transforms) -> TFMessage:
+        out = TFMessage()
+        for t in transforms:
+            msg = TransformStamped()
+            msg.header.stamp, msg.header.frame_id, msg.child_frame_id = stamp, t.parent, t.child
+            tr, rot = msg.transform.translation, msg.transform.rotation
+            tr.x, tr.y, tr.z = t.xyz
+            rot.x, rot.y, rot.z, rot.w = t.quat_xyzw
+            out.transforms.append(msg)
+        return out
+
+    def _publish_tf(self, stamp) -> None:
+        """The moving frames (joints, cubes) at this state (physics thread, lock held)."""
+        if self.tf_pub is not None:
+            transforms = self._ros_description.body_transforms(self.env.model, self.env.data, self._frames)
+            self.tf_pub.publish(self._tf_message(stamp, transforms))
 
 
 def main(argv: list[str] | None = None) -> int:
