@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 
@@ -12,6 +14,8 @@ pytest.importorskip("torch")
 pytest.importorskip("mujoco")
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+from vla_adapter_ros.demo import keep_up_real_time_factor  # noqa: E402
 
 
 def test_demo_runs_episodes_and_writes_outputs(ros_domain, tmp_path):
@@ -37,6 +41,12 @@ def test_demo_runs_episodes_and_writes_outputs(ros_domain, tmp_path):
         assert (out / entry["plot"]).stat().st_size > 10_000
         _check_video(out / entry["video"], entry["sim_seconds"])
     assert "episode 2/2 lift_green" in text  # the bar names the episode (and its simulated time)
+    # --real-time-factor auto (the default): chosen from the policy's warm-up and said at start
+    match = re.search(r"real-time factor (\d+\.\d\d) \(auto: one prediction took (\d+) ms at warm-up", text)
+    assert match, text
+    assert summary["real_time_factor"] == pytest.approx(float(match.group(1)), abs=0.006)
+    assert summary["real_time_factor_chosen"] == "auto"
+    assert summary["real_time_factor"] == pytest.approx(keep_up_real_time_factor(float(match.group(2)), 0.3), abs=0.02)
     log = (out / "nodes.log").read_text()
     assert "[sim_node]" in log and "[policy_node]" in log and "[executor_node]" in log
     assert "stopped: sim_node=" in log  # every node was stopped and reaped
@@ -57,6 +67,21 @@ def _check_video(path, sim_seconds: float) -> None:
     band = frames[0][: h - 448]
     assert band.std() > 20  # the instruction, clock and verdict are drawn on it
     assert frames[0][h - 448:].std() > 10  # and the cameras are not blank
+
+
+def test_keep_up_real_time_factor():
+    """The simulation advances at most margin x the executor's refill lead time while one prediction runs."""
+    assert keep_up_real_time_factor(100.0, 0.3) == 1.0  # fast enough: real time
+    assert keep_up_real_time_factor(600.0, 0.3) == pytest.approx(0.35)  # 0.7 * 0.3 s / 0.6 s
+    assert keep_up_real_time_factor(3000.0, 0.3, margin=0.5) == pytest.approx(0.05)
+    assert keep_up_real_time_factor(1e6, 0.3) == 0.02  # never a frozen simulation
+    assert keep_up_real_time_factor(0.0, 0.3) == 1.0 and keep_up_real_time_factor(float("nan"), 0.3) == 1.0
+    from vla_adapter_ros.demo import _real_time_factor
+
+    assert _real_time_factor("auto") == "auto" and _real_time_factor("AUTO") == "auto"
+    assert _real_time_factor("0.5") == 0.5
+    with pytest.raises(argparse.ArgumentTypeError, match="expected auto or a number, got 'fast'"):
+        _real_time_factor("fast")
 
 
 def test_media_arguments():

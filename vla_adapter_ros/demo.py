@@ -61,15 +61,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "joint plot)")
     parser.add_argument("--no-media", action="store_true", help="same as --media none")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per episode stays)")
-    parser.add_argument("--real-time-factor", type=float, default=1.0,
+    parser.add_argument("--real-time-factor", type=_real_time_factor, default="auto",
                         help="upper bound of simulated / wall time; below 1 gives a slow CPU's policy the inference "
-                             "time a fast machine would have (evaluations on small machines)")
+                             "time a fast machine would have. auto: the fastest (at most 1) at which the policy's "
+                             "warm-up prediction time lets it keep up with the executor, said at start")
     parser.add_argument("--instruction", default="",
                         help="send this instruction for every task instead of the task's own (e.g. a language-blind "
                              "baseline trained with one fixed instruction; default: each task's own)")
     parser.add_argument("--params", action="append", default=[], metavar="YAML",
                         help="extra ROS parameter file for the nodes, after the demo's own (repeatable; later files "
                              "win); a node or parameter the nodes do not declare is an error (default: none)")
+
+
+def _real_time_factor(text: str):
+    """'auto' or a number (checked in preflight)."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
 
 
 def preflight(args: argparse.Namespace) -> str:
@@ -80,7 +91,8 @@ def preflight(args: argparse.Namespace) -> str:
 
     check_tasks(args.tasks)
     for flag, value, ok in (("--episodes", args.episodes, args.episodes >= 1),
-                            ("--real-time-factor", args.real_time_factor, args.real_time_factor > 0),
+                            ("--real-time-factor", args.real_time_factor,
+                             args.real_time_factor == "auto" or args.real_time_factor > 0),
                             ("--max-duration", args.max_duration, args.max_duration >= 0),
                             ("--startup-timeout", args.startup_timeout, args.startup_timeout > 0)):
         if not ok:
@@ -119,12 +131,11 @@ class _Recorder:
             return self.measured[-1][0] - self.measured[0][0] if self.measured else 0.0
 
 
-def executor_robot(param_files) -> str:
-    """The robot limits file the executor runs with: the last `robot` that the executor's parameter
-    files set (default fr3_sim, config/executor_sim.yaml's)."""
+def executor_parameter(param_files, key: str, default, kind=str):
+    """The value of executor_node parameter `key` that its parameter files set last (`default` when none does)."""
     import yaml
 
-    robot = "fr3_sim"
+    value = default
     for path in param_files:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
@@ -132,9 +143,35 @@ def executor_robot(param_files) -> str:
             continue
         for section in ("/**", "executor_node", "/executor_node"):
             params = (data.get(section) or {}).get("ros__parameters") if isinstance(data, dict) else None
-            if isinstance(params, dict) and isinstance(params.get("robot"), str) and params["robot"]:
-                robot = params["robot"]
-    return robot
+            if isinstance(params, dict) and key in params and params[key] not in ("", None):
+                try:
+                    value = kind(params[key])
+                except (TypeError, ValueError):
+                    continue
+    return value
+
+
+def executor_robot(param_files) -> str:
+    """The robot limits file the executor runs with: the last `robot` that the executor's parameter
+    files set (default fr3_sim, config/executor_sim.yaml's)."""
+    return executor_parameter(param_files, "robot", "fr3_sim")
+
+
+KEEP_UP_MARGIN = 0.7  # of the executor's refill lead time that one prediction may use
+MIN_REAL_TIME_FACTOR = 0.02
+
+
+def keep_up_real_time_factor(prediction_ms: float, refill_threshold_s: float, margin: float = KEEP_UP_MARGIN) -> float:
+    """The fastest simulated/wall time ratio (at most 1) at which the policy keeps up.
+
+    The executor asks for the next chunk when `refill_threshold_s` of simulated time is left in its queue;
+    the answer takes `prediction_ms` of wall time, during which the simulation advances that times the
+    real-time factor. Keeping that within `margin` of the lead time means the queue never runs dry (an
+    empty queue is a hold, which a real robot would have to live with, but a demo need not)."""
+    if not prediction_ms > 0 or not refill_threshold_s > 0:
+        return 1.0
+    factor = margin * refill_threshold_s / (prediction_ms / 1e3)
+    return float(min(1.0, max(MIN_REAL_TIME_FACTOR, factor)))
 
 
 def _write_media(out_dir: Path, episode: int, rec: _Recorder, fmt: str, label, title: str, entry: dict,
@@ -201,6 +238,40 @@ def _enable_at_start(session, enable, request_type, status: dict, resync=None, t
         session.spin_until(lambda: False, 0.1)
 
 
+def _pace_the_simulation(session, refill_threshold_s: float, timeout: float = 30.0) -> float:
+    """--real-time-factor auto: read the policy's warm-up prediction time from its status, set sim_node's
+    real_time_factor (a live parameter) to what lets the policy keep up, and say so. Returns the factor."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    from vla_adapter_ros.msg import PolicyStatus
+
+    seen: list = []
+    subscription = session.node.create_subscription(
+        PolicyStatus, "/vla/policy/status", lambda msg: seen.append(msg) if msg.ready else None, 10)
+    try:
+        if not session.spin_until(lambda: bool(seen), timeout):
+            print("real-time factor 1.0 (auto: no policy status within "
+                  f"{timeout:.0f} s; pass --real-time-factor to choose one)", flush=True)
+            return 1.0
+    finally:
+        session.node.destroy_subscription(subscription)
+    prediction_ms = float(seen[-1].warmup_ms)
+    factor = keep_up_real_time_factor(prediction_ms, refill_threshold_s)
+    if factor < 1.0:
+        client = session.node.create_client(SetParameters, "/sim_node/set_parameters")
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=factor)
+        answer = session.call(client, SetParameters.Request(parameters=[Parameter(name="real_time_factor",
+                                                                                  value=value)]))
+        if not answer.results or not answer.results[0].successful:
+            reason = answer.results[0].reason if answer.results else "no result"
+            raise RuntimeError(f"sim_node refused real_time_factor {factor:.2f}: {reason}")
+    print(f"real-time factor {factor:.2f} (auto: one prediction took {prediction_ms:.0f} ms at warm-up and the "
+          f"executor asks for the next chunk {refill_threshold_s:.2f} s of simulated time ahead; "
+          "--real-time-factor F to choose)", flush=True)
+    return factor
+
+
 def success_table(results: list[dict], tasks: list[str]) -> dict:
     """Per-task successes / episodes / rate, and their average over the tasks (each task weighs the same)."""
     table = {}
@@ -252,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     overrides.write_text(
         "sim_node:\n  ros__parameters:\n"
         f"    task: {json.dumps(args.tasks[0])}\n    seed: {int(args.seed)}\n"
-        f"    real_time_factor: {float(args.real_time_factor)}\n"
+        f"    real_time_factor: {1.0 if args.real_time_factor == 'auto' else float(args.real_time_factor)}\n"
         "policy_node:\n  ros__parameters:\n"
         f"    checkpoint: {json.dumps(checkpoint)}\n"
         f"    default_max_duration: {float(args.max_duration or 12.0)}\n"
@@ -268,9 +339,10 @@ def run(args: argparse.Namespace) -> int:
     if media_note:
         print(f"demo: {media_note}", flush=True)
     limits = None
+    executor_files = [*[p for spec in stack if spec.name == "executor_node" for p in spec.params], *extra_params]
     if media_format != "none":
-        executor_params = [p for spec in stack if spec.name == "executor_node" for p in spec.params]
-        limits = media.JointLimits.load(executor_robot([*executor_params, *extra_params]))
+        limits = media.JointLimits.load(executor_robot(executor_files))
+    real_time_factor = {"value": 1.0 if args.real_time_factor == "auto" else float(args.real_time_factor)}
     rec = _Recorder()
     state = {"recording": False}
 
@@ -337,6 +409,9 @@ def run(args: argparse.Namespace) -> int:
             session.wait_up(lambda: reset.service_is_ready() and enable.service_is_ready()
                             and goal_client.server_is_ready(), args.startup_timeout)
             started = True
+            if args.real_time_factor == "auto":
+                real_time_factor["value"] = _pace_the_simulation(
+                    session, executor_parameter(executor_files, "refill_threshold_s", 0.3, float))
             session.log.flush()
             if "RANDOM WEIGHTS" in session.log_path.read_text():
                 print("NOTE: no trained checkpoint given: the policy has RANDOM WEIGHTS, so episodes are expected "
@@ -406,7 +481,9 @@ def run(args: argparse.Namespace) -> int:
     per_task = success_table(results, args.tasks)
     summary = {"tasks": args.tasks, "episodes": results, "per_task": per_task,
                "success_rate": per_task["average"]["success_rate"],
-               "checkpoint": checkpoint or "random weights", "instruction_override": args.instruction}
+               "checkpoint": checkpoint or "random weights", "instruction_override": args.instruction,
+               "real_time_factor": real_time_factor["value"],
+               "real_time_factor_chosen": "auto" if args.real_time_factor == "auto" else "given"}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_table(per_task), flush=True)
     print(f"outputs in {out_dir}", flush=True)

@@ -210,6 +210,7 @@ class PolicyNode(Node):
         self.p = declare(self, DEFAULTS, PARAMETERS)
         self.engine = None
         self.ready = False
+        self.warmup_ms = 0.0  # the last warm-up prediction (ms)
         self._lock = threading.Lock()
         self.instruction = ""
         self.sequence = 0
@@ -282,6 +283,7 @@ class PolicyNode(Node):
                 f"{len(p['camera_topics'])} camera_topics configured, the model expects {self.engine.num_images} images"
             )
         warm = self.engine.warmup(int(p["warmup_iterations"]))
+        self.warmup_ms = float(warm[-1]) if warm else 0.0  # in PolicyStatus: the demo paces the sim by it
         self.get_logger().info(
             f"model {self.engine.model_id} ready on {self.engine.device} ({p['engine']} engine) "
             f"in {time.monotonic() - start:.1f} s "
@@ -657,6 +659,7 @@ class PolicyNode(Node):
             status.last_refusal = self.last_refusal
         status.inference_p50_ms = self.worker.latency.percentile(50)
         status.inference_p95_ms = self.worker.latency.percentile(95)
+        status.warmup_ms = self.warmup_ms
         ages = self.assembler.ages(now)
         status.input_names = list(self.input_topics)
         status.input_ages_ms = [-1.0 if a is None else float(a * 1e3) for a in ages.values()]
