@@ -366,6 +366,8 @@ def test_franka_launch_without_franka_ros2_stops_with_one_line(launch_api, monke
 @pytest.mark.parametrize("launch_file", ["sim.launch.py", "franka.launch.py", "libero.launch.py", "sim_pair.launch.py"])
 def test_every_node_is_required(launch_api, launch_file):
     """A node that exits (e.g. cannot start) shuts the whole launch down, with its [FATAL] line as reason."""
+    from vla_adapter_ros.launch_args import NodeExited
+
     _, actions = _actions(REPO / "launch" / launch_file)
     nodes = [a for a in actions if type(a).__name__ == "Node"]
     handlers = [a.args[0] for a in actions if type(a).__name__ == "RegisterEventHandler"]
@@ -377,9 +379,16 @@ def test_every_node_is_required(launch_api, launch_file):
         event = types.SimpleNamespace(text=f"[FATAL] {name}: cannot start: ValueError: boom\n".encode(), returncode=1)
         on_io[0].kwargs["on_stderr"](event)
         reason = f"{name} exited with code 1: {name}: cannot start: ValueError: boom"
-        log, shutdown = on_exit[0].kwargs["on_exit"](event, types.SimpleNamespace(is_shutdown=False))
-        assert type(shutdown).__name__ == "Shutdown" and shutdown.kwargs["reason"] == reason
-        assert log.kwargs["msg"] == f"shutting down: {reason}"  # the launch prints the reason
+        (fail,) = on_exit[0].kwargs["on_exit"](event, types.SimpleNamespace(is_shutdown=False))
+        # an exception in an action: launch logs its text in one line, stops the rest and exits with code 1
+        assert type(fail).__name__ == "OpaqueFunction"
+        with pytest.raises(NodeExited) as info:
+            fail.kwargs["function"](None)
+        assert str(info.value) == f"shutting down: {reason}"
+        clean = types.SimpleNamespace(text=b"", returncode=0)  # a node that ends cleanly ends the launch cleanly
+        (shutdown,) = on_exit[0].kwargs["on_exit"](clean, types.SimpleNamespace(is_shutdown=False))
+        assert type(shutdown).__name__ == "Shutdown"
+        assert shutdown.kwargs["reason"].startswith(f"{name} exited with code 0")
         # while the launch is already stopping (Ctrl-C), an exit adds nothing
         assert on_exit[0].kwargs["on_exit"](event, types.SimpleNamespace(is_shutdown=True)) is None
 

@@ -308,10 +308,16 @@ def launch_nodes(specs: list[NodeSpec], **node_kwargs) -> list:
     return actions
 
 
+class NodeExited(RuntimeError):
+    """A required node exited with an error: raised inside the launch, which logs the reason in one line,
+    stops the other nodes and makes `ros2 launch` exit with code 1."""
+
+
 def required(node, name: str) -> list:
     """`node` (a launch_ros Node) plus what makes it required: when it exits, the whole launch shuts
-    down with the node's one-line reason (its [FATAL] line). Imports launch: call from launch files."""
-    from launch.actions import LogInfo, RegisterEventHandler, Shutdown
+    down with the node's one-line reason (its [FATAL] line), and with exit code 1 when the node failed
+    (a launch `Shutdown` alone ends `ros2 launch` with 0). Imports launch: call from launch files."""
+    from launch.actions import OpaqueFunction, RegisterEventHandler, Shutdown
     from launch.event_handlers import OnProcessExit, OnProcessIO
 
     last = {"fatal": ""}
@@ -325,7 +331,13 @@ def required(node, name: str) -> list:
         if getattr(context, "is_shutdown", False):
             return None  # already stopping (Ctrl-C): a node's exit is expected, nothing to add
         reason = exit_reason(name, event.returncode, last["fatal"])
-        return ([LogInfo(msg=f"shutting down: {reason}")] if event.returncode else []) + [Shutdown(reason=reason)]
+        if not event.returncode:
+            return [Shutdown(reason=reason)]
+
+        def fail(_context):  # launch logs "Caught exception in launch ...: <reason>", shuts down, returns 1
+            raise NodeExited(f"shutting down: {reason}")
+
+        return [OpaqueFunction(function=fail)]
 
     return [
         node,
