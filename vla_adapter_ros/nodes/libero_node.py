@@ -156,7 +156,7 @@ class LiberoNode(Node):
             self.get_logger().info(f"episode: {info.spec} init state {self.episode.init_state}: {info.language!r}")
         self._thread.start()
         self.get_logger().info(f"ready: lockstep at {CONTROL_HZ:.0f} Hz of simulation time, "
-                               f"commands on {self.p['command_topic']}")
+                               f"commands on {self.resolve_topic_name(self.p['command_topic'])}")
 
     def stop(self) -> None:
         self._running = False

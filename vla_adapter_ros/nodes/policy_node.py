@@ -327,15 +327,15 @@ class PolicyNode(Node):
         p = self.p
         size = (int(p["image_height"]), int(p["image_width"])) if p["image_width"] > 0 else None
         states = ["joints"] + (["eef_pose"] if p["eef_pose_topic"] else [])
-        # refusals name the camera by its topic (a duplicate topic gets its position appended)
-        topics = list(p["camera_topics"])
+        # refusals name the camera by its full topic name (a duplicate topic gets its position appended)
+        topics = [self.resolve_topic_name(t) for t in p["camera_topics"]]
         self.camera_names = [t if topics.count(t) == 1 else f"{t}#{i}" for i, t in enumerate(topics)]
         self.assembler = ObservationAssembler(
             self.camera_names, states, max_skew=float(p["max_skew"]), max_age=float(p["max_age"]),
             image_size=size, state_sizes={"joints": 7, "eef_pose": 7},
         )
-        self.input_topics = list(p["camera_topics"]) + [p["joint_state_topic"]] + (
-            [p["eef_pose_topic"]] if p["eef_pose_topic"] else [])
+        self.input_topics = [self.resolve_topic_name(t) for t in [*p["camera_topics"], p["joint_state_topic"]] + (
+            [p["eef_pose_topic"]] if p["eef_pose_topic"] else [])]
 
         compressed = [t for t in topics if is_compressed_topic(t)]
         if compressed:
@@ -389,8 +389,8 @@ class PolicyNode(Node):
         self.ready = True
         self.get_logger().info(
             f"ready: {len(self.camera_names)} cameras "
-            f"({', '.join(('CompressedImage ' if is_compressed_topic(t) else 'Image ') + t for t in p['camera_topics'])}"
-            f"; QoS {p['camera_qos']}), trigger={p['trigger']}, chunks on {p['chunk_topic']}"
+            f"({', '.join(('CompressedImage ' if is_compressed_topic(t) else 'Image ') + t for t in topics)}"
+            f"; QoS {p['camera_qos']}), trigger={p['trigger']}, chunks on {self.resolve_topic_name(p['chunk_topic'])}"
         )
 
     # ------------------------------------------------------------------ refusals
@@ -583,7 +583,8 @@ class PolicyNode(Node):
         self.get_logger().warning(
             f"chunk request ignored: no instruction is set. Set one with: ros2 service call {service} "
             f"vla_adapter_ros/srv/SetInstruction \"{{instruction: 'pick up the red cube'}}\" "
-            f"(or publish on {self.p['instruction_topic']}, or send an ExecuteInstruction goal)")
+            f"(or publish on {self.resolve_topic_name(self.p['instruction_topic'])}, or send an ExecuteInstruction "
+            "goal)")
 
     def _proprio(self, obs) -> np.ndarray:
         q = obs.state["joints"]

@@ -265,8 +265,8 @@ class SimNode(Node):
             f"ready: task {self.task.name!r} seed {self.seed}: {self.task.instruction!r}; "
             f"{len(self.camera_pubs)} cameras at {self.p['camera_rate_hz']} Hz"
             + (f"; scripted expert at {self.p['expert_rate_hz']} Hz" if self.p["expert"] else "")
-            + (f"; oracle: expert chunks on {self.p['chunk_topic']} on request, within the limits of "
-               f"{self._oracle_limits.name!r}" if self.p["oracle"] else "")
+            + (f"; oracle: expert chunks on {self.resolve_topic_name(self.p['chunk_topic'])} on request, within the "
+               f"limits of {self._oracle_limits.name!r}" if self.p["oracle"] else "")
         )
 
     def stop(self) -> None:
