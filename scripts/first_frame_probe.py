@@ -9,11 +9,15 @@ Isolates localisation from everything closed-loop: every sample is a fresh seede
      chunks on held-out seeds 1000+ with the targeting rule of vla_adapter_ros/train/targeting.py (the
      rate next to the blind rate), every 500 steps, and the same on 30 of the training layouts.
 Variables: image size, patch size, the agentview camera (position, target, fovy), random-shift
-augmentation, number of layouts, steps. Data is cached in --cache-dir. CPU: ~1 s per layout to build,
-1.2-1.9 s per step of 32 on two loaded cores.
+augmentation, number of layouts, steps; and model variants that locate the bottleneck (a conv stem,
+coordinate channels, the policy's gate, C^R without the LLM, conv tokens instead of the ViT towers) next to
+a control that is not a VLA-Adapter (--model cnn). Data is cached in --cache-dir. CPU: ~0.1-1 s per layout
+to build, 0.4-0.9 s per step of 32 (the CNN control 0.17 s) with two runs on two cores.
 
     python scripts/first_frame_probe.py --name base --layouts 600 --steps 1000
     python scripts/first_frame_probe.py --name close --shift 4 --cam 1.0,0,0.62,0.45,0,0.1
+    python scripts/first_frame_probe.py --name cnn --shift 4 --cam 1.0,0,0.62,0.45,0,0.1 --model cnn
+    python scripts/first_frame_probe.py --name cnnvis --shift 4 --cam 1.0,0,0.62,0.45,0,0.1 --vision cnn
 """
 
 from __future__ import annotations
