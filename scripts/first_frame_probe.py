@@ -61,6 +61,9 @@ p.add_argument("--raw-source", choices=["llm", "vision"], default="llm",
 p.add_argument("--vision", choices=["vit", "cnn"], default="vit",
                help="vit: the DINOv2 + SigLIP towers; cnn: the control's conv layers (+ coordinates) as the patch "
                     "tokens, the LLM and the policy unchanged")
+p.add_argument("--policy-heads", type=int, default=0, help="attention heads of the policy (0: the preset's 8)")
+p.add_argument("--llm-width", type=int, default=0,
+               help="hidden size of the LLM, and so of the policy (0: the preset's 64; MLP 2x, 4 heads, 2 KV heads)")
 p.add_argument("--vision-width", type=int, default=0, help="width of both vision towers (0: the preset's)")
 p.add_argument("--vision-layers", type=int, default=0, help="blocks used per vision tower (0: the preset's)")
 a = p.parse_args()
@@ -154,6 +157,10 @@ if a.vision_width:
 if a.vision_layers:  # the last block of each tower is kept but not run (like the release)
     cfg = replace(cfg, dino=replace(cfg.dino, num_layers=a.vision_layers + 1),
                   siglip=replace(cfg.siglip, num_layers=a.vision_layers + 1))
+if a.policy_heads:
+    cfg = replace(cfg, policy=replace(cfg.policy, num_heads=a.policy_heads))
+if a.llm_width:
+    cfg = replace(cfg, llm=replace(cfg.llm, hidden_size=a.llm_width, intermediate_size=2 * a.llm_width))
 cfg = cfg.replace_platform(action_dim=6, proprio_dim=8, num_images=len(cams), use_proprio=False, chunk_len=8,
                            gripper_index=-1)
 cfg = cfg.validate()
