@@ -168,6 +168,13 @@ torch.manual_seed(0)
 model = VLAAdapter(cfg)
 
 
+def conv_trunk(channels: int, width: int) -> torch.nn.Sequential:
+    """The conv layers of the control and of --vision cnn: 5x5/2 -> 3x3/2 -> 3x3/2, GELU after each (stride 8)."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 32, 5, 2, 2), torch.nn.GELU(), torch.nn.Conv2d(32, 32, 3, 2, 1), torch.nn.GELU(),
+        torch.nn.Conv2d(32, width, 3, 2, 1), torch.nn.GELU())
+
+
 class ConvStem(torch.nn.Module):
     """Local colour/edge features before patchifying: 3x3/2 -> GELU -> 3x3 -> GELU -> (p/2)x(p/2) patches."""
 
@@ -209,28 +216,32 @@ def make_stem(dim: int) -> torch.nn.Module:
     return WithCoords(stem) if a.coords else stem
 
 
-assert a.stem == "patch" or a.patch % 2 == 0, "--stem conv needs an even --patch"
-if a.stem == "conv" or a.coords:
-    model.vision_backbone.featurizer.embeddings.patch_embeddings.projection = make_stem(cfg.dino.hidden_size)
-    sv = model.vision_backbone.fused_featurizer
-    sv = getattr(sv, "vision_model", sv)
-    sv.embeddings.patch_embedding = make_stem(cfg.siglip.hidden_size)
-tok = QwenTokenizer.load(None)
-TOK = {t.instruction: tokenize_prompt(tok, t.instruction, cfg.processor.max_prompt_tokens, cfg.pad_token_id)
-       for t in tasks}
+class CNNTokens(torch.nn.Module):
+    """Patch tokens from conv_trunk: per image (DINO-normalised RGB + x, y) -> average-pooled to the towers'
+    patch grid -> 1x1 conv to the towers' width; images concatenated."""
+
+    def __init__(self, grid: int, dim: int):
+        super().__init__()
+        self.grid = grid
+        self.coords = WithCoords(conv_trunk(5, 32))
+        self.out = torch.nn.Conv2d(32, dim, 1)
+
+    def forward(self, pixel_values):
+        b, c, h, w = pixel_values.shape
+        imgs = pixel_values.reshape(b * (c // 6), 6, h, w)[:, :3]
+        f = self.out(torch.nn.functional.adaptive_avg_pool2d(self.coords(imgs), self.grid))
+        return f.flatten(2).transpose(1, 2).reshape(b, -1, f.shape[1])
 
 
 class CNNControl(torch.nn.Module):
-    """Control model: can plain SGD on these samples learn the read-out at all? Conv layers keep the layout
-    (flattened, not pooled); the task comes from the instruction's token ids (one learned vector per task)."""
+    """Control model: can plain SGD on these samples learn the read-out at all? conv_trunk over both images'
+    channels, flattened (the layout kept, not pooled); the task comes from the instruction's token ids (one
+    learned vector per task)."""
 
     def __init__(self):
         super().__init__()
-        c = 3 * len(cams)
-        self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(c, 32, 5, 2, 2), torch.nn.GELU(), torch.nn.Conv2d(32, 32, 3, 2, 1), torch.nn.GELU(),
-            torch.nn.Conv2d(32, 16, 3, 2, 1), torch.nn.GELU(), torch.nn.Flatten(),
-            torch.nn.Linear(16 * math.ceil(a.size / 8) ** 2, 128))
+        self.net = torch.nn.Sequential(conv_trunk(3 * len(cams), 16), torch.nn.Flatten(),
+                                       torch.nn.Linear(16 * math.ceil(a.size / 8) ** 2, 128))
         self.task = torch.nn.Embedding(len(tasks), 128)
         self.head = torch.nn.Sequential(torch.nn.GELU(), torch.nn.Linear(128, 8 * 6))
         self.keys = {int((torch.as_tensor(i) * torch.as_tensor(m)).sum()): k
@@ -243,41 +254,32 @@ class CNNControl(torch.nn.Module):
         return self.head(self.net(dino) * (1 + self.task(t))).reshape(-1, 8, 6)
 
 
+tok = QwenTokenizer.load(None)
+TOK = {t.instruction: tokenize_prompt(tok, t.instruction, cfg.processor.max_prompt_tokens, cfg.pad_token_id)
+       for t in tasks}
+
+# the model variants, applied in this order (the order of their random initialisation)
+assert a.stem == "patch" or a.patch % 2 == 0, "--stem conv needs an even --patch"
+if a.stem == "conv" or a.coords:
+    model.vision_backbone.featurizer.embeddings.patch_embeddings.projection = make_stem(cfg.dino.hidden_size)
+    sv = model.vision_backbone.fused_featurizer
+    sv = getattr(sv, "vision_model", sv)
+    sv.embeddings.patch_embedding = make_stem(cfg.siglip.hidden_size)
 if a.gate_init:
     with torch.no_grad():
         for block in model.action_head.modules():
             if hasattr(block, "gating_factor"):
                 block.gating_factor.fill_(a.gate_init)
-
-
-class CNNTokens(torch.nn.Module):
-    """Patch tokens from conv layers: per image (DINO-normalised RGB + x, y) -> 3 convs (stride 8 in all) ->
-    average-pooled to the towers' patch grid -> 1x1 conv to the towers' width; images concatenated."""
-
-    def __init__(self, grid: int, dim: int):
-        super().__init__()
-        self.grid = grid
-        self.coords = WithCoords(torch.nn.Sequential(
-            torch.nn.Conv2d(5, 32, 5, 2, 2), torch.nn.GELU(), torch.nn.Conv2d(32, 32, 3, 2, 1), torch.nn.GELU(),
-            torch.nn.Conv2d(32, 32, 3, 2, 1), torch.nn.GELU()))
-        self.out = torch.nn.Conv2d(32, dim, 1)
-
-    def forward(self, pixel_values):
-        b, c, h, w = pixel_values.shape
-        imgs = pixel_values.reshape(b * (c // 6), 6, h, w)[:, :3]
-        f = self.out(torch.nn.functional.adaptive_avg_pool2d(self.coords(imgs), self.grid))
-        return f.flatten(2).transpose(1, 2).reshape(b, -1, f.shape[1])
-
-
 if a.vision == "cnn":
     model.vision_backbone = CNNTokens(a.size // a.patch, cfg.vision_dim)
 if a.raw_source == "vision":
-    llm_features = model.backbone_features
+    llm_features, projected = model.backbone_features, {}
+    # the projected vision tokens of this forward pass, as the LLM's input was built from them
+    model.projector.register_forward_hook(lambda module, args, out: projected.__setitem__("tokens", out))
 
     def vision_raw_features(pixel_values, input_ids, attention_mask=None):
         raw, aq = llm_features(pixel_values, input_ids, attention_mask)
-        vis = model.projector(model.vision_backbone(pixel_values))
-        return vis.unsqueeze(1).expand(-1, raw.shape[1], -1, -1), aq
+        return projected["tokens"].unsqueeze(1).expand(-1, raw.shape[1], -1, -1), aq
 
     model.backbone_features = vision_raw_features
 if a.model == "cnn":
