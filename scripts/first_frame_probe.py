@@ -7,17 +7,24 @@ Isolates localisation from everything closed-loop: every sample is a fresh seede
      linear read-out of the images already knows (cosine of the horizontal direction, held-out layouts);
   2. trains the tiny VLA-Adapter (`tiny-112` shapes, no proprio) on the same samples and scores its first
      chunks on held-out seeds 1000+ with the targeting rule of vla_adapter_ros/train/targeting.py (the
-     rate next to the blind rate), every 500 steps, and the same on 30 of the training layouts.
+     rate next to the blind rate), every --eval-every steps (500), and the same on 30 of the training layouts.
 Variables: image size, patch size, the agentview camera (position, target, fovy), random-shift
 augmentation, number of layouts, steps; and model variants that locate the bottleneck (a conv stem,
-coordinate channels, the policy's gate, C^R without the LLM, conv tokens instead of the ViT towers) next to
-a control that is not a VLA-Adapter (--model cnn). Data is cached in --cache-dir. CPU: ~0.1-1 s per layout
-to build, 0.4-0.9 s per step of 32 (the CNN control 0.17 s) with two runs on two cores.
+coordinate channels, the policy's gate, its training perturbation, C^R without the LLM, conv tokens instead of
+the ViT towers) next to a control that is not a VLA-Adapter (--model cnn).
+
+The renders, labels and held-out scenes are cached in --cache-dir (built with MuJoCo on first use, ~3 min for
+600 layouts, or with --prepare); training and scoring read only the caches, with the images preprocessed in
+torch (vla_adapter_ros/inference/gpu_preprocess.py, bit-identical to the CPU processor at this size), so a
+GPU machine without the simulation runs it from a carried copy (--device cuda, bf16 autocast;
+scripts/gpu_probe.sh). CPU: 0.4-0.9 s per step of 32 (the CNN control 0.17 s) with two runs on two cores.
 
     python scripts/first_frame_probe.py --name base --layouts 600 --steps 1000
     python scripts/first_frame_probe.py --name close --shift 4 --cam 1.0,0,0.62,0.45,0,0.1
     python scripts/first_frame_probe.py --name cnn --shift 4 --cam 1.0,0,0.62,0.45,0,0.1 --model cnn
     python scripts/first_frame_probe.py --name cnnvis --shift 4 --cam 1.0,0,0.62,0.45,0,0.1 --vision cnn
+    python scripts/first_frame_probe.py --name long --shift 4 --cam 1.0,0,0.62,0.45,0,0.1 --steps 100000 \
+        --time-limit 3600   # the cosine schedule fitted to an hour
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ import numpy as np
 import torch
 
 p = argparse.ArgumentParser()
-p.add_argument("--name", required=True)
+p.add_argument("--name", default="", help="run name: results in --cache-dir/NAME/result.json")
+p.add_argument("--prepare", action="store_true",
+               help="build the caches (MuJoCo) and exit: another machine can then train from a copy of them")
 p.add_argument("--size", type=int, default=112)
 p.add_argument("--patch", type=int, default=14)
 p.add_argument("--layouts", type=int, default=600)
@@ -45,6 +54,11 @@ p.add_argument("--cam", default="", help="agentview pos,target as x,y,z,x,y,z")
 p.add_argument("--fovy", type=float, default=0.0)
 p.add_argument("--eval-seeds", type=int, default=30)
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--time-limit", type=float, default=0.0,
+               help="seconds of training (0: none): after 50 steps --steps is cut to what fits, so the cosine "
+                    "schedule still ends at the last step, then scored as usual")
+p.add_argument("--eval-every", type=int, default=500)
+p.add_argument("--device", default="auto", help="auto: cuda when available, else cpu (bf16 autocast on cuda)")
 p.add_argument("--cameras", default="agentview,wrist")
 p.add_argument("--cache-dir", default="outputs/first_frame_probe")
 p.add_argument("--stem", choices=["patch", "conv"], default="patch",
@@ -64,78 +78,113 @@ p.add_argument("--vision", choices=["vit", "cnn"], default="vit",
 p.add_argument("--policy-heads", type=int, default=0, help="attention heads of the policy (0: the preset's 8)")
 p.add_argument("--llm-width", type=int, default=0,
                help="hidden size of the LLM, and so of the policy (0: the preset's 64; MLP 2x, 4 heads, 2 KV heads)")
+p.add_argument("--train-noise", type=float, default=-1.0,
+               help="std of the perturbation added to the policy's zero latent in training (-1: the release's 0.02)")
 p.add_argument("--vision-width", type=int, default=0, help="width of both vision towers (0: the preset's)")
 p.add_argument("--vision-layers", type=int, default=0, help="blocks used per vision tower (0: the preset's)")
 a = p.parse_args()
+if not a.name and not a.prepare:
+    p.error("--name is required (or --prepare)")
 torch.set_num_threads(a.threads)
+device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
 out_dir = os.path.join(a.cache_dir, a.name)
-os.makedirs(out_dir, exist_ok=True)
+os.makedirs(a.cache_dir if a.prepare else out_dir, exist_ok=True)
 
-from vla_adapter_ros.sim import scene  # noqa: E402
-
-if a.cam:
-    v = [float(x) for x in a.cam.split(",")]
-    scene.AGENTVIEW_POS, scene.AGENTVIEW_TARGET = tuple(v[:3]), tuple(v[3:])
-if a.fovy:
-    scene.AGENTVIEW_FOVY_DEG = a.fovy
-
-from vla_adapter_ros.control.limits import load_robot_limits  # noqa: E402
 from vla_adapter_ros.model.config import get_config  # noqa: E402
-from vla_adapter_ros.model.processor import QwenTokenizer, collate, preprocess_images, tokenize_prompt  # noqa: E402
+from vla_adapter_ros.inference.gpu_preprocess import DevicePreprocessor  # noqa: E402
+from vla_adapter_ros.model.processor import QwenTokenizer, collate, tokenize_prompt  # noqa: E402
 from vla_adapter_ros.model.vla import VLAAdapter  # noqa: E402
-from vla_adapter_ros.sim.env import FrankaSimEnv  # noqa: E402
-from vla_adapter_ros.sim.tasks import TASKS  # noqa: E402
-from vla_adapter_ros.train.targeting import _score, blind_direction, expert_first_chunk  # noqa: E402
+from vla_adapter_ros.train.targeting import _score  # noqa: E402
 
 cams = a.cameras.split(",")
-env = FrankaSimEnv(offscreen_max=(640, 480))
-limits = load_robot_limits("fr3_sim")
-tasks = list(TASKS.values())
-
-
-def observe(task, seed):
-    task.reset(env, seed, 0.0)
-    imgs = [env.render(c, a.size, a.size) for c in cams]
-    return imgs
-
-
 # the expert's first chunks depend on the layouts only (seeds 0.., every task); images on the camera too
-view = "_".join(f"{x:g}" for x in (*scene.AGENTVIEW_POS, *scene.AGENTVIEW_TARGET, scene.AGENTVIEW_FOVY_DEG))
+view = (a.cam.replace(",", "_") if a.cam else "default") + (f"_fovy{a.fovy:g}" if a.fovy else "")
 labels_file = os.path.join(a.cache_dir, f"labels_{a.layouts}.npz")
-images_file = os.path.join(a.cache_dir, f"images_{a.layouts}_{a.size}_{view}_{a.cameras.replace(',', '+')}.npy")
+images_file = os.path.join(a.cache_dir, f"images_{a.layouts}_{a.size}_{view}_{'+'.join(cams)}.npz")
+eval_file = os.path.join(a.cache_dir, f"eval_{a.eval_seeds}_{a.size}_{view}_{'+'.join(cams)}.npz")
+
+
+def build_caches():
+    """Render and label everything the run needs (MuJoCo; ~2 min for 600 layouts). Training and scoring then
+    read the caches alone, so a machine without the simulation (the GPU machine) can run from a carried copy."""
+    from vla_adapter_ros.control.limits import load_robot_limits
+    from vla_adapter_ros.sim import scene
+    from vla_adapter_ros.sim.env import FrankaSimEnv
+    from vla_adapter_ros.sim.tasks import TASKS
+    from vla_adapter_ros.train.targeting import blind_direction, expert_first_chunk
+
+    if a.cam:
+        v = [float(x) for x in a.cam.split(",")]
+        scene.AGENTVIEW_POS, scene.AGENTVIEW_TARGET = tuple(v[:3]), tuple(v[3:])
+    if a.fovy:
+        scene.AGENTVIEW_FOVY_DEG = a.fovy
+    env = FrankaSimEnv(offscreen_max=(640, 480))
+    tasks = list(TASKS.values())
+
+    def observe(task, seed):
+        task.reset(env, seed, 0.0)
+        return np.stack([env.render(c, a.size, a.size) for c in cams])
+
+    t0 = time.time()
+    if not os.path.exists(labels_file):
+        limits = load_robot_limits("fr3_sim")
+        acts, tidx = [], []
+        for seed in range(a.layouts):
+            for ti, task in enumerate(tasks):
+                task.reset(env, seed, 0.0)
+                acts.append(expert_first_chunk(env, task, 8, 0.1, limits))
+                tidx.append(ti)
+            if seed % 100 == 0:
+                print(f"expert chunks: layout {seed}/{a.layouts} {time.time() - t0:.0f}s", flush=True)
+        np.savez(labels_file, acts=np.stack(acts).astype(np.float32), tidx=np.array(tidx))
+    if not os.path.exists(images_file):
+        tidx = np.load(labels_file)["tidx"]
+        np.savez_compressed(images_file,
+                            images=np.stack([observe(tasks[ti], k // len(tasks)) for k, ti in enumerate(tidx)]))
+    if not os.path.exists(eval_file):
+        ev = {"names": np.array([t.name for t in tasks]), "instructions": np.array([t.instruction for t in tasks]),
+              "targets": np.array([t.target for t in tasks]), "cube_names": np.array(env.cubes),
+              "blind": np.stack([blind_direction(env, t) for t in tasks])}
+        for split, first in (("heldout", 1000), ("train", 0)):  # held-out seeds; layouts the model trains on
+            imgs, cubes, tool = [], [], []
+            for task in tasks:
+                for seed in range(first, first + a.eval_seeds):
+                    imgs.append(observe(task, seed))
+                    cubes.append([env.cube_pose(c)[0] for c in env.cubes])
+                    tool.append(env.eef_pose().position.copy())
+            shape = (len(tasks), a.eval_seeds)
+            ev[f"{split}_images"] = np.stack(imgs).reshape(*shape, *imgs[0].shape)
+            ev[f"{split}_cubes"] = np.array(cubes).reshape(*shape, len(env.cubes), 3)
+            ev[f"{split}_tool"] = np.array(tool).reshape(*shape, 3)
+        np.savez_compressed(eval_file, **ev)
+    print(f"caches built in {time.time() - t0:.0f}s", flush=True)
+
+
 t0 = time.time()
-if os.path.exists(labels_file):
-    z = np.load(labels_file)
-    ACTS, TIDX = z["acts"], z["tidx"]
-else:
-    ACTS, TIDX = [], []
-    for seed in range(a.layouts):
-        for ti, task in enumerate(tasks):
-            task.reset(env, seed, 0.0)
-            ACTS.append(expert_first_chunk(env, task, 8, 0.1, limits))
-            TIDX.append(ti)
-        if seed % 100 == 0:
-            print(f"expert chunks: layout {seed}/{a.layouts} {time.time() - t0:.0f}s", flush=True)
-    ACTS, TIDX = np.stack(ACTS).astype(np.float32), np.array(TIDX)
-    np.savez(labels_file, acts=ACTS, tidx=TIDX)
-if os.path.exists(images_file):
-    IMGS = np.load(images_file)
-else:
-    IMGS = np.stack([np.stack(observe(tasks[ti], k // len(tasks))) for k, ti in enumerate(TIDX)])
-    np.save(images_file, IMGS)
-n = a.layouts * len(tasks)
+if not all(os.path.exists(f) for f in (labels_file, images_file, eval_file)):
+    build_caches()
+if a.prepare:
+    print(f"caches: {labels_file} {images_file} {eval_file}", flush=True)
+    raise SystemExit(0)
+z = np.load(labels_file)
+ACTS, TIDX = z["acts"], z["tidx"]
+IMGS = np.load(images_file)["images"]
+EVAL = dict(np.load(eval_file))
+TASK_NAMES = [str(x) for x in EVAL["names"]]
+INSTRUCTIONS = [str(x) for x in EVAL["instructions"]]
+n = a.layouts * len(TASK_NAMES)
 IMGS, ACTS, TIDX = IMGS[:n], ACTS[:n], TIDX[:n]
-print(f"data: {IMGS.shape} in {time.time() - t0:.0f}s", flush=True)
+print(f"data: {IMGS.shape} in {time.time() - t0:.0f}s; device {device}", flush=True)
 
 # 1. linear read-out: ridge regression from 4x4-pooled pixels of both cameras (per task) to the net translation
 net = ACTS[:, :, :3].sum(1)
 pooled = IMGS.reshape(n, IMGS.shape[1], a.size // 4, 4, a.size // 4, 4, 3).mean((3, 5)).reshape(n, -1) / 255.0
-onehot = np.eye(len(tasks))[TIDX]
-feat = np.concatenate([pooled * onehot[:, [k]] for k in range(len(tasks))] + [onehot], 1)
+onehot = np.eye(len(TASK_NAMES))[TIDX]
+feat = np.concatenate([pooled * onehot[:, [k]] for k in range(len(TASK_NAMES))] + [onehot], 1)
 fit = np.arange(n) < int(0.83 * n)
 w = np.linalg.solve(feat[fit].T @ feat[fit] + 0.1 * np.eye(feat.shape[1]), feat[fit].T @ net[fit])
 pred_xy, true_xy = (feat[~fit] @ w)[:, :2], net[~fit][:, :2]
-task_mean = np.stack([net[fit & (TIDX == k)].mean(0) for k in range(len(tasks))])[TIDX[~fit]][:, :2]
+task_mean = np.stack([net[fit & (TIDX == k)].mean(0) for k in range(len(TASK_NAMES))])[TIDX[~fit]][:, :2]
 
 
 def _cos(u, v):
@@ -242,21 +291,20 @@ class CNNControl(torch.nn.Module):
         super().__init__()
         self.net = torch.nn.Sequential(conv_trunk(3 * len(cams), 16), torch.nn.Flatten(),
                                        torch.nn.Linear(16 * math.ceil(a.size / 8) ** 2, 128))
-        self.task = torch.nn.Embedding(len(tasks), 128)
+        self.task = torch.nn.Embedding(len(TASK_NAMES), 128)
         self.head = torch.nn.Sequential(torch.nn.GELU(), torch.nn.Linear(128, 8 * 6))
         self.keys = {int((torch.as_tensor(i) * torch.as_tensor(m)).sum()): k
-                     for k, (i, m) in enumerate(TOK[t.instruction] for t in tasks)}
-        assert len(self.keys) == len(tasks)
+                     for k, (i, m) in enumerate(TOK[t] for t in INSTRUCTIONS)}
+        assert len(self.keys) == len(TASK_NAMES)
 
     def forward(self, pixel_values, input_ids, attention_mask, proprio):
         dino = torch.cat([pixel_values[:, 6 * k:6 * k + 3] for k in range(len(cams))], 1)
-        t = torch.tensor([self.keys[int(v)] for v in (input_ids * attention_mask).sum(1)])
+        t = torch.tensor([self.keys[int(v)] for v in (input_ids * attention_mask).sum(1)], device=input_ids.device)
         return self.head(self.net(dino) * (1 + self.task(t))).reshape(-1, 8, 6)
 
 
 tok = QwenTokenizer.load(None)
-TOK = {t.instruction: tokenize_prompt(tok, t.instruction, cfg.processor.max_prompt_tokens, cfg.pad_token_id)
-       for t in tasks}
+TOK = {t: tokenize_prompt(tok, t, cfg.processor.max_prompt_tokens, cfg.pad_token_id) for t in INSTRUCTIONS}
 
 # the model variants, applied in this order (the order of their random initialisation)
 assert a.stem == "patch" or a.patch % 2 == 0, "--stem conv needs an even --patch"
@@ -270,6 +318,8 @@ if a.gate_init:
         for block in model.action_head.modules():
             if hasattr(block, "gating_factor"):
                 block.gating_factor.fill_(a.gate_init)
+if a.train_noise >= 0:
+    model.action_head.train_noise_std = a.train_noise
 if a.vision == "cnn":
     model.vision_backbone = CNNTokens(a.size // a.patch, cfg.vision_dim)
 if a.raw_source == "vision":
@@ -286,6 +336,7 @@ if a.model == "cnn":
     model = CNNControl()
 else:
     model.language_model.model.embed_tokens.weight.requires_grad_(False)
+model = model.to(device)
 params = [q for q in model.parameters() if q.requires_grad]
 opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
 sched = torch.optim.lr_scheduler.LambdaLR(
@@ -294,72 +345,91 @@ print(f"model: {sum(q.numel() for q in params):,} trained params, patches/img {(
 
 proc = cfg.processor
 rng = np.random.default_rng(0)
+prep = DevicePreprocessor(proc, (a.size, a.size), device)  # bit-identical to preprocess_images at this size
+IMGS_T = torch.from_numpy(IMGS).to(device)  # (n, cameras, S, S, 3) uint8
+prompts = collate([{"input_ids": TOK[t][0], "attention_mask": TOK[t][1]} for t in INSTRUCTIONS], cfg.pad_token_id)
+# one right-padded prompt per task (the ActionQuery features come before the padding: the LLM is causal)
+IDS, MASK = (torch.from_numpy(prompts[k]).to(device) for k in ("input_ids", "attention_mask"))
+ACTS_N = torch.from_numpy(((ACTS - mu) / sd).astype(np.float32)).to(device)
+TIDX_T = torch.from_numpy(TIDX).to(device)
 
 
-def shift(img):
-    if a.shift <= 0:
-        return img
-    pad = np.pad(img, ((a.shift, a.shift), (a.shift, a.shift), (0, 0)), mode="edge")
-    dy, dx = rng.integers(0, 2 * a.shift + 1, 2)
-    return pad[dy:dy + img.shape[0], dx:dx + img.shape[1]]
+def pixels(imgs, aug):
+    """uint8 (B, cameras, S, S, 3) -> model input (B, 6 * cameras, S, S); with aug, each image shifted by up to
+    --shift pixels with its edge pixels repeated (pad and crop)."""
+    b, c, h, w, _ = imgs.shape
+    if aug and a.shift > 0:
+        d = torch.from_numpy(np.stack([rng.integers(0, 2 * a.shift + 1, 2) for _ in range(b * c)]) - a.shift)
+        d = d.to(device).reshape(b, c, 2)
+        rows = (torch.arange(h, device=device) + d[..., :1]).clamp(0, h - 1)  # (B, C, H)
+        cols = (torch.arange(w, device=device) + d[..., 1:]).clamp(0, w - 1)  # (B, C, W)
+        bi = torch.arange(b, device=device)[:, None, None, None]
+        ci = torch.arange(c, device=device)[None, :, None, None]
+        imgs = imgs[bi, ci, rows[..., :, None], cols[..., None, :]]
+    return prep(imgs.reshape(b * c, h, w, 3)).reshape(b, c * 6, h, w)
 
 
 def make_batch(idx, aug):
-    samples = []
-    for i in idx:
-        imgs = [shift(im) if aug else im for im in IMGS[i]]
-        ids, mask = TOK[tasks[TIDX[i]].instruction]
-        samples.append({"pixel_values": preprocess_images(imgs, proc), "input_ids": ids, "attention_mask": mask,
-                        "proprio": np.zeros(8, np.float32),
-                        "actions": ((ACTS[i] - mu) / sd).astype(np.float32), "action_mask": np.ones(8, bool)})
-    b = collate(samples, cfg.pad_token_id)
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+    idx = torch.from_numpy(idx).to(device)
+    t = TIDX_T[idx]
+    return {"pixel_values": pixels(IMGS_T[idx], aug), "input_ids": IDS[t], "attention_mask": MASK[t],
+            "proprio": torch.zeros(len(idx), 8, device=device), "actions": ACTS_N[idx]}
 
 
-def evaluate(seeds):
+def predict(b):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return model(b["pixel_values"], b["input_ids"], b["attention_mask"], b["proprio"]).float()
+
+
+def evaluate(split):
+    """Per task: (how often the first chunk heads for the instructed cube, the blind direction's rate) on the
+    cached scenes of `split` (held-out seeds 1000.. or the first training layouts), scored like diagnose."""
     model.eval()
     res = {}
+    cube_names = [str(c) for c in EVAL["cube_names"]]
     with torch.no_grad():
-        for ti, task in enumerate(tasks):
+        for ti, name in enumerate(TASK_NAMES):
+            target, blind = str(EVAL["targets"][ti]), EVAL["blind"][ti]
+            imgs = torch.from_numpy(EVAL[f"{split}_images"][ti]).to(device)
+            k = len(imgs)
+            pred = predict({"pixel_values": pixels(imgs, False), "input_ids": IDS[ti].expand(k, -1),
+                            "attention_mask": MASK[ti].expand(k, -1), "proprio": torch.zeros(k, 8, device=device)})
+            arm = pred.cpu().numpy() * sd + mu
             hits, bl = 0, 0
-            blind = blind_direction(env, task)
-            for seed in seeds:
-                imgs = observe(task, seed)
-                cubes = {c: env.cube_pose(c)[0] for c in env.cubes}
-                ptool = env.eef_pose().position.copy()
-                ids, mask = TOK[task.instruction]
-                b = collate([{"pixel_values": preprocess_images(imgs, proc), "input_ids": ids, "attention_mask": mask,
-                              "proprio": np.zeros(8, np.float32), "actions": np.zeros((8, 6), np.float32),
-                              "action_mask": np.ones(8, bool)}], cfg.pad_token_id)
-                b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
-                pred = model(b["pixel_values"], b["input_ids"], b["attention_mask"], b["proprio"])[0].numpy()
-                arm = pred * sd + mu
-                d = arm[:, :3].sum(0)
-                hits += _score(d, ptool, cubes, task.target)["heads_for"] == task.target
-                bl += _score(blind, ptool, cubes, task.target)["heads_for"] == task.target
-            res[task.name] = (hits / len(seeds), bl / len(seeds))
+            for k, ptool in enumerate(EVAL[f"{split}_tool"][ti]):
+                cubes = dict(zip(cube_names, EVAL[f"{split}_cubes"][ti, k]))
+                hits += _score(arm[k, :, :3].sum(0), ptool, cubes, target)["heads_for"] == target
+                bl += _score(blind, ptool, cubes, target)["heads_for"] == target
+            res[name] = (hits / a.eval_seeds, bl / a.eval_seeds)
     model.train()
     return res
 
 
 t0 = time.time()
 log = []
-for step in range(1, a.steps + 1):
+step = 0
+while step < a.steps:
+    step += 1
     idx = rng.integers(0, n, a.batch)
     b = make_batch(idx, True)
-    pred = model(b["pixel_values"], b["input_ids"], b["attention_mask"], b["proprio"])
-    loss = (pred - b["actions"]).abs().mean()
+    loss = (predict(b) - b["actions"]).abs().mean()
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     sched.step()
+    if step == 50 and a.time_limit > 0:
+        # the scores of the 2 x 3 x eval-seeds scenes every --eval-every steps take about 5 training steps
+        fits = int(50 + (a.time_limit - (time.time() - t0)) / ((time.time() - t0) / 50) / (1 + 5 / a.eval_every))
+        if fits < a.steps:
+            print(f"--time-limit {a.time_limit:g}s: {fits} steps fit (of --steps {a.steps})", flush=True)
+            a.steps = max(fits, step)
     if step % 100 == 0:
         print(f"step {step} loss {loss.item():.4f} {time.time() - t0:.0f}s", flush=True)
-    if step % 500 == 0 or step == a.steps:
-        ev = evaluate(range(1000, 1000 + a.eval_seeds))
+    if step % a.eval_every == 0 or step == a.steps:
+        ev = evaluate("heldout")
         avg = float(np.mean([v[0] for v in ev.values()]))
-        fit_ev = evaluate(range(a.eval_seeds))  # layouts the model trained on: cannot fit, or does not generalise?
+        fit_ev = evaluate("train")  # layouts the model trained on: cannot fit, or does not generalise?
         fit_avg = float(np.mean([v[0] for v in fit_ev.values()]))
         print(f"step {step} targeting {json.dumps(ev)} avg {avg:.3f}; on training layouts avg {fit_avg:.3f}",
               flush=True)
