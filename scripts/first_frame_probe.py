@@ -55,9 +55,10 @@ p.add_argument("--fovy", type=float, default=0.0)
 p.add_argument("--eval-seeds", type=int, default=30)
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--time-limit", type=float, default=0.0,
-               help="seconds of training (0: none): after 50 steps --steps is cut to what fits, so the cosine "
-                    "schedule still ends at the last step, then scored as usual")
+               help="seconds of training (0: none): every 50 steps --steps is cut to what fits at the recent rate, "
+                    "so the cosine schedule still ends at the last step, then scored as usual")
 p.add_argument("--eval-every", type=int, default=500)
+p.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and the batch order")
 p.add_argument("--device", default="auto", help="auto: cuda when available, else cpu (bf16 autocast on cuda)")
 p.add_argument("--cameras", default="agentview,wrist")
 p.add_argument("--cache-dir", default="outputs/first_frame_probe")
@@ -78,8 +79,9 @@ p.add_argument("--vision", choices=["vit", "cnn"], default="vit",
 p.add_argument("--policy-heads", type=int, default=0, help="attention heads of the policy (0: the preset's 8)")
 p.add_argument("--llm-width", type=int, default=0,
                help="hidden size of the LLM, and so of the policy (0: the preset's 64; MLP 2x, 4 heads, 2 KV heads)")
-p.add_argument("--train-noise", type=float, default=-1.0,
-               help="std of the perturbation added to the policy's zero latent in training (-1: the release's 0.02)")
+p.add_argument("--train-noise", type=float, default=None,
+               help="std of the training perturbation of the policy's zero latent (default: the preset's; "
+                    "tiny-112: 0; the release: 0.02; every run before 2026-12-02 had 0.02)")
 p.add_argument("--vision-width", type=int, default=0, help="width of both vision towers (0: the preset's)")
 p.add_argument("--vision-layers", type=int, default=0, help="blocks used per vision tower (0: the preset's)")
 a = p.parse_args()
@@ -210,10 +212,12 @@ if a.policy_heads:
     cfg = replace(cfg, policy=replace(cfg.policy, num_heads=a.policy_heads))
 if a.llm_width:
     cfg = replace(cfg, llm=replace(cfg.llm, hidden_size=a.llm_width, intermediate_size=2 * a.llm_width))
+if a.train_noise is not None:
+    cfg = replace(cfg, policy=replace(cfg.policy, train_noise_std=a.train_noise))
 cfg = cfg.replace_platform(action_dim=6, proprio_dim=8, num_images=len(cams), use_proprio=False, chunk_len=8,
                            gripper_index=-1)
 cfg = cfg.validate()
-torch.manual_seed(0)
+torch.manual_seed(a.seed)
 model = VLAAdapter(cfg)
 
 
@@ -318,8 +322,6 @@ if a.gate_init:
         for block in model.action_head.modules():
             if hasattr(block, "gating_factor"):
                 block.gating_factor.fill_(a.gate_init)
-if a.train_noise >= 0:
-    model.action_head.train_noise_std = a.train_noise
 if a.vision == "cnn":
     model.vision_backbone = CNNTokens(a.size // a.patch, cfg.vision_dim)
 if a.raw_source == "vision":
@@ -344,7 +346,7 @@ sched = torch.optim.lr_scheduler.LambdaLR(
 print(f"model: {sum(q.numel() for q in params):,} trained params, patches/img {(a.size // a.patch) ** 2}", flush=True)
 
 proc = cfg.processor
-rng = np.random.default_rng(0)
+rng = np.random.default_rng(a.seed)
 prep = DevicePreprocessor(proc, (a.size, a.size), device)  # bit-identical to preprocess_images at this size
 IMGS_T = torch.from_numpy(IMGS).to(device)  # (n, cameras, S, S, 3) uint8
 prompts = collate([{"input_ids": TOK[t][0], "attention_mask": TOK[t][1]} for t in INSTRUCTIONS], cfg.pad_token_id)
@@ -405,9 +407,10 @@ def evaluate(split):
     return res
 
 
-t0 = time.time()
+t0 = t_rate = time.time()
 log = []
 step = 0
+steps_max = a.steps
 while step < a.steps:
     step += 1
     idx = rng.integers(0, n, a.batch)
@@ -418,12 +421,15 @@ while step < a.steps:
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     sched.step()
-    if step == 50 and a.time_limit > 0:
-        # the scores of the 2 x 3 x eval-seeds scenes every --eval-every steps take about 5 training steps
-        fits = int(50 + (a.time_limit - (time.time() - t0)) / ((time.time() - t0) / 50) / (1 + 5 / a.eval_every))
-        if fits < a.steps:
-            print(f"--time-limit {a.time_limit:g}s: {fits} steps fit (of --steps {a.steps})", flush=True)
-            a.steps = max(fits, step)
+    if a.time_limit > 0 and step % 50 == 0:
+        # from the rate of the last 50 steps (other jobs come and go); scoring the 2 x 3 x eval-seeds scenes
+        # every --eval-every steps costs about 5 training steps
+        now = time.time()
+        fits = step + int((a.time_limit - (now - t0)) / ((now - t_rate) / 50) / (1 + 5 / a.eval_every))
+        t_rate = now
+        a.steps = max(min(fits, steps_max), step)
+        if step == 50:
+            print(f"--time-limit {a.time_limit:g}s: about {a.steps} steps fit (re-fitted every 50)", flush=True)
     if step % 100 == 0:
         print(f"step {step} loss {loss.item():.4f} {time.time() - t0:.0f}s", flush=True)
     if step % a.eval_every == 0 or step == a.steps:

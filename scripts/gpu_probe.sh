@@ -9,9 +9,9 @@
 #       Then carry outputs/first_frame_probe and .whl to the GPU machine (~40 MB together).
 #   scripts/gpu_probe.sh OUT_DIR [SECONDS]
 #       there: three runs side by side on the one GPU, each trained for SECONDS (default 420) with its cosine
-#       schedule fitted to that time and scored every 1000 steps: the tiny VLA-Adapter as released (`vla`),
-#       the same without the training perturbation of the policy latent (`vla_noise0`), and the CNN
-#       control (`cnn`). Log and result.json of each into OUT_DIR; the last score of each on stdout.
+#       schedule fitted to that time and scored every 1000 steps: the tiny VLA-Adapter (`tiny-112`, `vla`), the
+#       same with the release's training perturbation of the policy latent (`vla_noise`, --train-noise 0.02),
+#       and the CNN control (`cnn`). Log and result.json of each into OUT_DIR; the last score of each on stdout.
 #
 # Environment: PYTHON (default: .venv/bin/python with --prepare, python3 otherwise).
 set -euo pipefail
@@ -39,13 +39,13 @@ mkdir -p "$OUT"
 RUN=(--device cuda --steps 1000000 --time-limit "$SECONDS_EACH" --eval-every 1000 --threads 4 "${COMMON[@]}")
 pids=()
 "$PY" scripts/first_frame_probe.py --name vla "${RUN[@]}" > "$OUT/vla.log" 2>&1 & pids+=($!)
-"$PY" scripts/first_frame_probe.py --name vla_noise0 --train-noise 0 "${RUN[@]}" > "$OUT/vla_noise0.log" 2>&1 & pids+=($!)
+"$PY" scripts/first_frame_probe.py --name vla_noise --train-noise 0.02 "${RUN[@]}" > "$OUT/vla_noise.log" 2>&1 & pids+=($!)
 "$PY" scripts/first_frame_probe.py --name cnn --model cnn "${RUN[@]}" > "$OUT/cnn.log" 2>&1 & pids+=($!)
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 rc=0
 for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
 trap - EXIT
-for name in vla vla_noise0 cnn; do
+for name in vla vla_noise cnn; do
   [[ -f "outputs/first_frame_probe/$name/result.json" ]] && cp "outputs/first_frame_probe/$name/result.json" "$OUT/$name.json"
   echo "== $name: $(grep -E 'targeting' "$OUT/$name.log" | tail -n 1 || echo 'no score (see the log)')"
 done

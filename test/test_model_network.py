@@ -1,6 +1,7 @@
 """VLA-Adapter network: parameter counts, gate, shapes, determinism, feature windows, LoRA gradients."""
 
 import copy
+import dataclasses
 
 import pytest
 
@@ -333,6 +334,35 @@ def test_training_noise_only_in_train_mode():
     assert 0.015 < z.std().item() < 0.025
 
 
+def test_train_noise_std_is_configurable():
+    """The release's perturbation (std 0.02) becomes a unit-scale random query behind the policy's first LayerNorm,
+    which inference never sees (there: the LayerNorm's bias); train_noise_std 0 trains on the inference latent."""
+    from vla_adapter_ros.model.policy import BridgeAttentionPolicy
+
+    cfg = tiny_config("pro")
+    torch.manual_seed(0)
+    head = BridgeAttentionPolicy(cfg).train()
+    assert head.train_noise_std == 0.02 == official_config().policy.train_noise_std
+    ln = head.model.layer_norm1
+    with torch.no_grad():
+        assert 0.9 < ln(head.initial_latent(1, torch.float32, torch.device("cpu"))).std().item() < 1.1
+        head.eval()
+        assert torch.equal(ln(head.initial_latent(1, torch.float32, torch.device("cpu")))[0, 0], ln.bias)
+    raw, aq = torch.randn(2, 2, 16, 64), torch.randn(2, 2, 4, 64)
+    quiet = BridgeAttentionPolicy(dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, train_noise_std=0.0)))
+    with torch.no_grad():
+        assert torch.equal(quiet.train()(raw, aq, None), quiet.eval()(raw, aq, None))
+        assert not torch.allclose(head.train()(raw, aq, None), head.eval()(raw, aq, None), atol=1e-3)
+    d = get_config("tiny-112").to_dict()
+    assert d["policy"]["train_noise_std"] == 0.0 and VLAAdapterConfig.from_dict(d).policy.train_noise_std == 0.0
+    del d["policy"]["train_noise_std"]  # saved before the option: trained with the release's perturbation
+    assert VLAAdapterConfig.from_dict(d).policy.train_noise_std == 0.02
+    for bad in (-0.1, float("nan"), float("inf"), "0.02", True, None):
+        d["policy"]["train_noise_std"] = bad
+        with pytest.raises(ConfigError, match="train_noise_std"):
+            VLAAdapterConfig.from_dict(d)
+
+
 def test_bfloat16_forward_runs(tiny_models):
     m = copy.deepcopy(tiny_models["pro"]).to(torch.bfloat16)
     assert m.action_head.model.mlp_resnet_blocks[0].rope.inv_freq.dtype == torch.bfloat16  # as the reference
@@ -364,7 +394,7 @@ def test_embedding_init_std_for_models_trained_from_scratch(tmp_path):
 def test_tiny_112_preset():
     cfg = get_config("tiny-112")
     assert cfg.name == "tiny-112" and cfg.processor.image_size == 112 and cfg.patches_per_image == 64
-    assert cfg.llm.embedding_init_std == 1.0
+    assert cfg.llm.embedding_init_std == 1.0 and cfg.policy.train_noise_std == 0.0
     tiny = tiny_config()
-    assert (cfg.llm.hidden_size, cfg.dino, cfg.siglip, cfg.policy) == (tiny.llm.hidden_size, tiny.dino, tiny.siglip,
-                                                                       tiny.policy)
+    assert (cfg.llm.hidden_size, cfg.dino, cfg.siglip) == (tiny.llm.hidden_size, tiny.dino, tiny.siglip)
+    assert cfg.policy == dataclasses.replace(tiny.policy, train_noise_std=0.0)

@@ -155,8 +155,8 @@ class BridgeAttentionPolicy(nn.Module):
         self.action_dim = cfg.platform.action_dim
         self.hidden = cfg.llm.hidden_size
         self.model = _PolicyTrunk(cfg)
-        # std of the (non-learned) perturbation added to the zero latent in training, as the reference
-        self.train_noise_std = 0.02
+        # std of the (non-learned) perturbation added to the zero latent in training (the release: 0.02)
+        self.train_noise_std = float(cfg.policy.train_noise_std)
 
     def initial_latent(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         z = torch.zeros(batch, self.chunk_len, self.action_dim * self.hidden, dtype=dtype, device=device)
