@@ -7,7 +7,8 @@
 #       here, with the project venv: build the caches (~3 min the first time, then nothing) into
 #       outputs/first_frame_probe/ and copy the offline tokenizer into .whl/pylib (gpu_check.sh --prepare).
 #       Then carry outputs/first_frame_probe and .whl to the GPU machine (~40 MB together).
-#   scripts/gpu_probe.sh OUT_DIR [SECONDS]
+#   scripts/gpu_probe.sh OUT_DIR [SECONDS]     (a relative OUT_DIR is taken from the repository root, as in
+#                                              gpu_check.sh)
 #       there: three runs side by side on the one GPU, each trained for SECONDS (default 420) with its cosine
 #       schedule fitted to that time and scored every 1000 steps: the tiny VLA-Adapter (`tiny-112`, `vla`), the
 #       same with the release's training perturbation of the policy latent (`vla_noise`, --train-noise 0.02),
