@@ -14,7 +14,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 pytest.importorskip("mujoco")
-pytest.importorskip("pyarrow")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
 
 from vla_adapter_ros.data.bag_io import read_episode_metadata  # noqa: E402
 
@@ -73,19 +74,23 @@ def test_collect_two_expert_episodes_and_convert(processes, tmp_path):
     reach = report["bags"][0]["frames"]
     assert np.mean(actions[:reach, 6] == 0.0) > 0.8  # reach: the expert closes the gripper when it starts
     assert actions[reach, 6] == 1.0 and actions[-1, 6] == 0.0  # lift: open, then closed on the cube
-    # labels are the measured motion: within each episode they sum to the tool's real displacement (proprio[:3]
-    # is the measured tool position; float32 storage)
+    # labels are the measured motion: each row's eef delta is the tool's measured displacement to the next row
+    # (proprio[:3] is the measured tool position; float32 storage). Checked on every pair of rows one sync period
+    # apart; a frame dropped in between (a busy CI machine) leaves a gap that is not a one-step label
     assert all(b["labels"] == "measured" for b in report["bags"])
     proprio = np.stack([ds[i]["proprio"] for i in range(len(ds))])
-    start, checked = 0, 0
-    for b in report["bags"]:
-        end = start + b["frames"]
-        if b["dropped_total"] == 0:  # contiguous frames (a dropped frame would leave a step out)
-            np.testing.assert_allclose(actions[start:end - 1, :3].sum(axis=0),
-                                       proprio[end - 1, :3] - proprio[start, :3], atol=1e-4)
-            checked += 1
-        start = end
-    assert checked >= 1, report["bags"]
+    table = pa.concat_tables([pq.read_table(str(f), columns=["camera_timestamp", "episode_index"])
+                              for f in sorted((tmp_path / "dataset" / "data").glob("chunk-*/file-*.parquet"))])
+    cam_t = table.column("camera_timestamp").to_numpy().astype(np.float64)
+    episode = table.column("episode_index").to_numpy()
+    checked = 0
+    for ep, b in enumerate(report["bags"]):
+        rows = np.nonzero(episode == ep)[0]
+        for k0, k1 in zip(rows[:-1], rows[1:]):
+            if cam_t[k1] - cam_t[k0] <= 1.5 * b["sync_period_s"]:
+                np.testing.assert_allclose(actions[k0, :3], proprio[k1, :3] - proprio[k0, :3], atol=1e-4)
+                checked += 1
+    assert checked >= 0.7 * len(ds), (checked, len(ds), report["bags"])
     # the CLI converter with the flags collect prints works on the same bags
     from vla_adapter_ros.collect import CONVERT_FLAGS
 
