@@ -160,6 +160,62 @@ def test_augmentation():
     assert np.abs(z.astype(int) - 128).max() <= 1  # crop + resize of a flat image stays flat
 
 
+def test_shift_augmentation_moves_pixels_and_keeps_colours():
+    from vla_adapter_ros.train.finetune import shift_image
+
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[:, :, 0] = np.arange(16, dtype=np.uint8)[None, :] * 10  # red grows to the right
+    img[:, :, 1] = np.arange(16, dtype=np.uint8)[:, None] * 10  # green grows downwards
+    img[5, 7] = (255, 0, 255)  # one marker pixel
+    seen = set()
+    for seed in range(200):
+        out = shift_image(img, np.random.default_rng(seed), 3)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        ys, xs = np.nonzero((out == (255, 0, 255)).all(axis=2))
+        assert len(ys) == 1  # the marker moved as a whole, not blurred
+        dy, dx = int(ys[0]) - 5, int(xs[0]) - 7
+        assert -3 <= dy <= 3 and -3 <= dx <= 3
+        seen.add((dy, dx))
+        # every pixel is a copy of an input pixel at (row - dy, col - dx), edges repeated: no colour changes
+        rows = np.clip(np.arange(16) - dy, 0, 15)
+        cols = np.clip(np.arange(16) - dx, 0, 15)
+        np.testing.assert_array_equal(out, img[rows[:, None], cols[None, :]])
+    assert len(seen) == 49  # all 7 x 7 shifts occur
+    np.testing.assert_array_equal(shift_image(img, np.random.default_rng(0), 0), img)
+
+
+def test_image_aug_modes(dataset, tmp_path):
+    from vla_adapter_ros.train.finetune import TrainError
+
+    t = Trainer(_cfg(dataset, tmp_path / "s", image_aug="shift", shift_pixels=2))
+    size = t.model_cfg.processor.image_size
+    images = [np.random.default_rng(k).integers(0, 256, (size, size, 3), dtype=np.uint8) for k in range(2)]
+    clean = t.builder.pixels(images, None)
+    shifted = [t.builder.pixels(images, np.random.default_rng(k)) for k in range(8)]
+    assert any(not np.array_equal(x, clean) for x in shifted)
+    # a shift copies pixels: every shifted input value is one of the clean values of its channel
+    for x in shifted:
+        for c in range(x.shape[0]):
+            assert np.isin(x[c], clean[c]).all()
+    t.builder.augment = "none"
+    np.testing.assert_array_equal(t.builder.pixels(images, np.random.default_rng(0)), clean)
+    assert t.fit()["losses"][-1] > 0
+    assert TrainConfig(dataset="d", output_dir="o", image_aug=True).validate().image_aug == "official"
+    assert TrainConfig(dataset="d", output_dir="o", image_aug=False).validate().image_aug == "none"
+    for bad in (dict(image_aug="hue"), dict(image_aug=None), dict(shift_pixels=-1), dict(shift_pixels=1.5),
+                dict(shift_pixels=True)):
+        with pytest.raises(TrainError):
+            TrainConfig(dataset="d", output_dir="o", **bad).validate()
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    c = config_from_args(p.parse_args(["d", "o", "--image-aug", "shift", "--shift-pixels", "6"]))
+    assert (c.image_aug, c.shift_pixels) == ("shift", 6)
+    assert config_from_args(p.parse_args(["d", "o", "--no-image-aug"])).image_aug == "none"
+    assert config_from_args(p.parse_args(["d", "o"])).image_aug == "official"
+    with pytest.raises(SystemExit):
+        p.parse_args(["d", "o", "--image-aug", "shift", "--no-image-aug"])
+
+
 def test_resume_identical(dataset, tmp_path):
     a = Trainer(_cfg(dataset, tmp_path / "a", max_steps=4, image_aug=True, grad_accum=2))
     full = a.fit()["losses"]

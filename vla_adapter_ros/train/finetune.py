@@ -42,6 +42,7 @@ LATEST = "latest"
 
 
 CACHE_IMAGES_AUTO_BYTES = 4 * 2**30
+IMAGE_AUGMENTATIONS = ("official", "shift", "none")
 
 
 class TrainError(ValueError):
@@ -85,7 +86,12 @@ class TrainConfig:
     # None = the base model's; False = no proprio input (guards against the "copycat" shortcut: with the
     # end-effector pose as input, behaviour cloning learns to continue the motion it sees instead of looking)
     use_proprio: Optional[bool] = None
-    image_aug: bool = True  # official: random crop (area 0.9) + colour jitter; off = center crop as at inference
+    # training augmentation of the images: "official" (random crop of area 0.9 + colour jitter, hue included),
+    # "shift" (the inference preprocessing, then each image moved by up to `shift_pixels` in x and y with its edge
+    # repeated; no colour change, for colour-conditioned tasks) or "none" (exactly the inference preprocessing).
+    # True / False are read as "official" / "none" (configs written before the choice existed)
+    image_aug: Union[str, bool] = "official"
+    shift_pixels: int = 4  # at the model's input resolution; used by image_aug "shift"
     progress: bool = True
     unnorm_key: str = ""  # statistics key; default dataset name
     # every N optimizer steps (0 = off): how often the first chunk heads for the instructed cube in the built-in
@@ -101,6 +107,12 @@ class TrainConfig:
                 raise TrainError(f"{k} must be positive")
         if int(self.targeting_every) < 0 or int(self.targeting_seeds) < 1:
             raise TrainError("targeting_every must be >= 0 and targeting_seeds >= 1")
+        if self.image_aug is True or self.image_aug is False:
+            self.image_aug = "official" if self.image_aug else "none"
+        if self.image_aug not in IMAGE_AUGMENTATIONS:
+            raise TrainError(f"image_aug must be one of {', '.join(IMAGE_AUGMENTATIONS)}, not {self.image_aug!r}")
+        if isinstance(self.shift_pixels, bool) or not isinstance(self.shift_pixels, int) or self.shift_pixels < 0:
+            raise TrainError(f"shift_pixels must be a whole number >= 0, not {self.shift_pixels!r}")
         if self.schedule not in ("cosine", "constant"):
             raise TrainError("schedule must be 'cosine' or 'constant'")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -155,10 +167,25 @@ def augment_image(img: np.ndarray, rng: np.random.Generator, crop_scale: float =
     return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-class BatchBuilder:
-    """Turns dataset items into model tensors (picklable for DataLoader workers)."""
+def shift_image(img: np.ndarray, rng: np.random.Generator, pad: int) -> np.ndarray:
+    """Random-shift augmentation (DrQ's pad-and-crop) of a uint8 (S, S, 3) image: the content moves by a whole
+    number of pixels in [-pad, pad] along each axis, the edge rows and columns repeated into the uncovered
+    border. Colours are left exactly as they are. Returns uint8 (S, S, 3)."""
+    if pad <= 0:
+        return img
+    h, w = img.shape[:2]
+    dy, dx = rng.integers(-pad, pad + 1, size=2)
+    rows = np.clip(np.arange(h) - dy, 0, h - 1)
+    cols = np.clip(np.arange(w) - dx, 0, w - 1)
+    return img[rows[:, None], cols[None, :]]
 
-    def __init__(self, model_cfg, normalizer, tokenizer):
+
+class BatchBuilder:
+    """Turns dataset items into model tensors (picklable for DataLoader workers). ``augment``: "official",
+    "shift" (with ``shift_pixels``) or "none"; it applies when a random generator is given."""
+
+    def __init__(self, model_cfg, normalizer, tokenizer, augment: str = "official", shift_pixels: int = 4):
+        self.augment, self.shift_pixels = augment, shift_pixels
         self.proc = model_cfg.processor
         self.max_tokens = model_cfg.processor.max_prompt_tokens
         self.pad_id = model_cfg.pad_token_id
@@ -167,10 +194,15 @@ class BatchBuilder:
         self._tok_cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
 
     def pixels(self, images: Sequence[np.ndarray], rng: Optional[np.random.Generator]) -> np.ndarray:
-        from ..model.processor import normalize_image, prepare_image, preprocess_images
+        from ..model.processor import check_image, normalize_image, prepare_image, preprocess_images
 
-        if rng is None:  # exactly the inference preprocessing
+        if rng is None or self.augment == "none":  # exactly the inference preprocessing
             return preprocess_images(images, self.proc)
+        if self.augment == "shift":
+            for i, im in enumerate(images):
+                check_image(im, i)
+            return np.concatenate([normalize_image(shift_image(prepare_image(im, self.proc), rng, self.shift_pixels),
+                                                   self.proc) for im in images], axis=0)
         import copy
 
         proc = copy.copy(self.proc)
@@ -384,11 +416,11 @@ class Trainer:
         self.stats = {key: stats_all[key]}
         self.normalizer = Normalizer.from_stats(self.stats, self.model_cfg.platform.normalization, key)
         self.tokenizer = QwenTokenizer.load(cfg.base if Path(cfg.base).is_dir() else None)
-        self.builder = BatchBuilder(self.model_cfg, self.normalizer, self.tokenizer)
+        self.builder = BatchBuilder(self.model_cfg, self.normalizer, self.tokenizer, cfg.image_aug, cfg.shift_pixels)
         tr, va = split_episodes(self.dataset.frames.episode_index, cfg.val_fraction, cfg.seed)
         self.train_idx, self.val_idx = tr, va
         self.train_batches = MicroBatches(self.dataset, tr, cfg.batch_size, self.builder, cfg.seed, self.rank,
-                                          self.world, augment=cfg.image_aug)
+                                          self.world, augment=cfg.image_aug != "none")
         self.val_batches = (MicroBatches(self.dataset, va, cfg.batch_size, self.builder, cfg.seed, shuffle=False)
                             if len(va) else None)
 
@@ -735,8 +767,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        f"{CACHE_IMAGES_AUTO_BYTES // 2**30} GiB)")
     cache.add_argument("--no-cache-images", dest="cache_images", action="store_false",
                        help="read and decode images per sample")
-    parser.add_argument("--no-image-aug", dest="image_aug", action="store_false",
-                        help="no random crop / colour jitter (train on the inference center crop)")
+    aug = parser.add_mutually_exclusive_group()
+    aug.add_argument("--image-aug", choices=IMAGE_AUGMENTATIONS, default=d.image_aug,
+                     help="image augmentation: official = random crop + colour jitter (hue included; default), "
+                     "shift = random shifts of up to --shift-pixels, colours untouched (colour-conditioned tasks), "
+                     "none = the inference preprocessing")
+    aug.add_argument("--no-image-aug", dest="image_aug", action="store_const", const="none",
+                     help="same as --image-aug none")
+    parser.add_argument("--shift-pixels", type=int, default=d.shift_pixels,
+                        help=f"largest shift of --image-aug shift, model-input pixels (default {d.shift_pixels})")
     parser.add_argument("--targeting-every", type=int, default=d.targeting_every,
                         help="every N steps, log how often the first chunk heads for the instructed cube in the "
                         f"simulation (vla-adapter-ros diagnose --targeting; default {d.targeting_every} = off)")
