@@ -216,6 +216,35 @@ def test_image_aug_modes(dataset, tmp_path):
         p.parse_args(["d", "o", "--image-aug", "shift", "--no-image-aug"])
 
 
+def test_start_oversampling():
+    from vla_adapter_ros.train.finetune import TrainError, oversample_start
+
+    frame_index = np.array([0, 1, 2, 3, 0, 1, 2, 0, 1])  # three episodes of 4, 3 and 2 frames
+    rows = np.array([0, 1, 2, 3, 7, 8])  # the training split: episodes 0 and 2
+    out = oversample_start(rows, frame_index, 2, 3)
+    assert sorted(out.tolist()) == [0, 0, 0, 1, 1, 1, 2, 3, 7, 7, 7, 8, 8, 8]
+    np.testing.assert_array_equal(oversample_start(rows, frame_index, 0, 3), rows)
+    np.testing.assert_array_equal(oversample_start(rows, frame_index, 2, 1), rows)
+    for bad in (dict(start_frames=-1), dict(start_repeat=0), dict(start_repeat=2.0), dict(start_frames=True)):
+        with pytest.raises(TrainError):
+            TrainConfig(dataset="d", output_dir="o", **bad).validate()
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    c = config_from_args(p.parse_args(["d", "o", "--start-frames", "5", "--start-repeat", "4"]))
+    assert (c.start_frames, c.start_repeat) == (5, 4)
+
+
+def test_trainer_oversamples_the_opening(dataset, tmp_path):
+    t = Trainer(_cfg(dataset, tmp_path / "o", start_frames=2, start_repeat=3))
+    frame_index = t.dataset.frames.frame_index
+    n_episodes = len(np.unique(t.dataset.frames.episode_index))
+    assert len(t.train_idx) == len(t.dataset) + 2 * 2 * n_episodes  # 2 opening frames, 2 extra copies each
+    one_epoch = MicroBatches(t.dataset, t.train_idx, 1, None, seed=0)  # the trainer's stream, batch size 1
+    epoch = [i for m in range(len(t.train_idx)) for i in one_epoch.indices_of(m)]
+    counts = np.bincount(epoch, minlength=len(t.dataset))
+    assert set(counts[frame_index < 2]) == {3} and set(counts[frame_index >= 2]) == {1}
+
+
 def test_resume_identical(dataset, tmp_path):
     a = Trainer(_cfg(dataset, tmp_path / "a", max_steps=4, image_aug=True, grad_accum=2))
     full = a.fit()["losses"]

@@ -92,6 +92,11 @@ class TrainConfig:
     # True / False are read as "official" / "none" (configs written before the choice existed)
     image_aug: Union[str, bool] = "official"
     shift_pixels: int = 4  # at the model's input resolution; used by image_aug "shift"
+    # oversampling of each episode's opening: its first `start_frames` frames appear `start_repeat` times per epoch
+    # (default: plain epochs). From a fixed start pose, the opening is where the policy must find the object in
+    # the images; later frames can be continued from where the arm already is (train/README.md)
+    start_frames: int = 0
+    start_repeat: int = 1
     progress: bool = True
     unnorm_key: str = ""  # statistics key; default dataset name
     # every N optimizer steps (0 = off): how often the first chunk heads for the instructed cube in the built-in
@@ -113,6 +118,10 @@ class TrainConfig:
             raise TrainError(f"image_aug must be one of {', '.join(IMAGE_AUGMENTATIONS)}, not {self.image_aug!r}")
         if isinstance(self.shift_pixels, bool) or not isinstance(self.shift_pixels, int) or self.shift_pixels < 0:
             raise TrainError(f"shift_pixels must be a whole number >= 0, not {self.shift_pixels!r}")
+        for k, low in (("start_frames", 0), ("start_repeat", 1)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise TrainError(f"{k} must be a whole number >= {low}, not {v!r}")
         if self.schedule not in ("cosine", "constant"):
             raise TrainError("schedule must be 'cosine' or 'constant'")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -274,6 +283,16 @@ class MicroBatches(torch.utils.data.Dataset):
         return self.builder.batch([self.dataset[i] for i in self.indices_of(int(m))], rng)
 
 
+def oversample_start(indices: np.ndarray, frame_index: np.ndarray, frames: int, repeat: int) -> np.ndarray:
+    """``indices`` (rows of one split) with the rows whose ``frame_index`` is below ``frames`` (each episode's
+    opening) appearing ``repeat`` times in all; unchanged when ``frames`` is 0 or ``repeat`` is 1."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if frames <= 0 or repeat <= 1:
+        return indices
+    opening = indices[np.asarray(frame_index)[indices] < frames]
+    return np.concatenate([indices] + [opening] * (repeat - 1))
+
+
 def split_episodes(episode_index: np.ndarray, val_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
     """Row indices of the train and validation splits (whole episodes)."""
     eps = np.unique(episode_index)
@@ -418,6 +437,11 @@ class Trainer:
         self.tokenizer = QwenTokenizer.load(cfg.base if Path(cfg.base).is_dir() else None)
         self.builder = BatchBuilder(self.model_cfg, self.normalizer, self.tokenizer, cfg.image_aug, cfg.shift_pixels)
         tr, va = split_episodes(self.dataset.frames.episode_index, cfg.val_fraction, cfg.seed)
+        if cfg.start_frames > 0 and cfg.start_repeat > 1:
+            n = len(tr)
+            tr = oversample_start(tr, self.dataset.frames.frame_index, cfg.start_frames, cfg.start_repeat)
+            self.log(f"[train] the first {cfg.start_frames} frames of every episode {cfg.start_repeat}x per epoch: "
+                     f"{n} -> {len(tr)} training samples per epoch")
         self.train_idx, self.val_idx = tr, va
         self.train_batches = MicroBatches(self.dataset, tr, cfg.batch_size, self.builder, cfg.seed, self.rank,
                                           self.world, augment=cfg.image_aug != "none")
@@ -776,6 +800,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                      help="same as --image-aug none")
     parser.add_argument("--shift-pixels", type=int, default=d.shift_pixels,
                         help=f"largest shift of --image-aug shift, model-input pixels (default {d.shift_pixels})")
+    parser.add_argument("--start-frames", type=int, default=d.start_frames,
+                        help="oversample each episode's first N frames (with --start-repeat; default 0 = off)")
+    parser.add_argument("--start-repeat", type=int, default=d.start_repeat,
+                        help="how often those frames appear per epoch (default 1)")
     parser.add_argument("--targeting-every", type=int, default=d.targeting_every,
                         help="every N steps, log how often the first chunk heads for the instructed cube in the "
                         f"simulation (vla-adapter-ros diagnose --targeting; default {d.targeting_every} = off)")
