@@ -112,13 +112,11 @@ class TrainConfig:
                 raise TrainError(f"{k} must be positive")
         if int(self.targeting_every) < 0 or int(self.targeting_seeds) < 1:
             raise TrainError("targeting_every must be >= 0 and targeting_seeds >= 1")
-        if self.image_aug is True or self.image_aug is False:
+        if isinstance(self.image_aug, bool):
             self.image_aug = "official" if self.image_aug else "none"
         if self.image_aug not in IMAGE_AUGMENTATIONS:
             raise TrainError(f"image_aug must be one of {', '.join(IMAGE_AUGMENTATIONS)}, not {self.image_aug!r}")
-        if isinstance(self.shift_pixels, bool) or not isinstance(self.shift_pixels, int) or self.shift_pixels < 0:
-            raise TrainError(f"shift_pixels must be a whole number >= 0, not {self.shift_pixels!r}")
-        for k, low in (("start_frames", 0), ("start_repeat", 1)):
+        for k, low in (("shift_pixels", 0), ("start_frames", 0), ("start_repeat", 1)):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise TrainError(f"{k} must be a whole number >= {low}, not {v!r}")
@@ -207,9 +205,9 @@ class BatchBuilder:
 
         if rng is None or self.augment == "none":  # exactly the inference preprocessing
             return preprocess_images(images, self.proc)
+        for i, im in enumerate(images):
+            check_image(im, i)
         if self.augment == "shift":
-            for i, im in enumerate(images):
-                check_image(im, i)
             return np.concatenate([normalize_image(shift_image(prepare_image(im, self.proc), rng, self.shift_pixels),
                                                    self.proc) for im in images], axis=0)
         import copy
