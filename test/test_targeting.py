@@ -31,25 +31,6 @@ CUBES = {"red": np.array([0.5, 0.2, 0.02]), "green": np.array([0.5, 0.0, 0.02]),
 SUMMARY_KEYS = {"rate", "mean_cos", "none", "heads_for", "mean_move_mm"}
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """The tiny preset with random weights, saved as the trainer saves a simulation checkpoint."""
-    from vla_adapter_ros.inference.engine import identity_statistics
-    from vla_adapter_ros.model.checkpoint import save_checkpoint
-    from vla_adapter_ros.model.config import get_config
-    from vla_adapter_ros.model.vla import VLAAdapter
-
-    torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("targeting") / "tiny"
-    torch.manual_seed(0)
-    save_checkpoint(VLAAdapter(get_config("tiny")).eval(), out, identity_statistics(7, 8))
-    (out / "training.json").write_text(json.dumps({
-        "step": 0, "dataset": str(out / "no_dataset"), "base": "tiny", "action_space": "eef_delta",
-        "proprio_layout": "eef_axisangle_fingers", "dt": 0.1, "gripper_index": 6, "gripper_open_value": 1.0,
-        "gripper_closed_value": 0.0, "cameras": ["primary", "wrist"], "lora_rank": None}))
-    return out
-
-
 # ------------------------------------------------------------------------------------------ geometry
 def test_heads_for_the_cube_with_the_largest_cosine():
     k, cos = heads_for(CUBES["blue"] - P, P, CUBES)

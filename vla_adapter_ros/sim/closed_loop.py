@@ -101,7 +101,11 @@ def run_chunk_episode(task_name: str, seed: int, source, env: FrankaSimEnv | Non
                       camera_dt: float = 0.1, step_dt: float = 0.004, request_period: float | None = None,
                       stop_on_success: bool = True, record_poses: bool = False) -> ChunkEpisode:
     """One episode: reset (task, seed), enable the executor, serve chunks from ``source`` on request until
-    success or the task's time limit (simulation seconds)."""
+    success or the task's time limit (simulation seconds).
+
+    ``source``: ``reset(env, task)``, ``chunk(env, t_obs, pose_obs) -> (arm rows, closure or None, dt) or None``
+    for the newest camera frame (time ``t_obs``, tool pose ``pose_obs`` then) and, optionally,
+    ``observe(env, t)``, called at every camera frame (before any chunk of that frame is asked for)."""
     task = get_task(task_name)
     env = env or FrankaSimEnv()
     params = dict(executor_parameters() if params is None else params)
@@ -135,6 +139,8 @@ def run_chunk_episode(task_name: str, seed: int, source, env: FrankaSimEnv | Non
         if now + 1e-9 >= next_cam:
             next_cam += camera_dt
             cam_t, cam_pose = now, pose.matrix()
+            if hasattr(source, "observe"):  # a source that looks at the scene keeps this frame's images
+                source.observe(env, now)
             out.log.append((now - t0, pose.position.copy()))
             if record_poses:  # what a recording's camera frames and gripper commands hold
                 out.poses.append(cam_pose)

@@ -73,6 +73,10 @@ class Task:
     def success(self, env) -> bool:
         raise NotImplementedError
 
+    def progress(self, env) -> dict:
+        """How far the episode got, in the quantities :meth:`success` tests (m): for failure analysis."""
+        raise NotImplementedError
+
 
 class ReachTask(Task):
     """TCP within 3 cm of the point 1.5 cm above the top face centre of the target cube."""
@@ -84,6 +88,11 @@ class ReachTask(Task):
         cube = env.cube_pose(self.target)[0]
         goal = cube + np.array([0.0, 0.0, CUBE_HALF_M + self.hover_m])
         return bool(np.linalg.norm(env.eef_pose().position - goal) < self.tolerance_m)
+
+    def progress(self, env) -> dict:
+        cube = env.cube_pose(self.target)[0]
+        goal = cube + np.array([0.0, 0.0, CUBE_HALF_M + self.hover_m])
+        return {"goal_distance_m": float(np.linalg.norm(env.eef_pose().position - goal))}
 
 
 class PushLeftTask(Task):
@@ -102,6 +111,11 @@ class PushLeftTask(Task):
                     and TABLE_Y_RANGE[0] < pos[1] < TABLE_Y_RANGE[1])
         return bool(on_table and pos[1] - start[1] >= self.min_shift_m)
 
+    def progress(self, env) -> dict:
+        pos = env.cube_pose(self.target)[0]
+        start = env.task_initial_cubes[self.target]
+        return {"shift_left_m": float(pos[1] - start[1]), "moved_m": float(np.linalg.norm(pos[:2] - start[:2]))}
+
 
 class LiftTask(Task):
     """Target cube raised >= 5 cm above its resting height while both fingers touch it."""
@@ -112,6 +126,10 @@ class LiftTask(Task):
         pos = env.cube_pose(self.target)[0]
         touching = all(env.finger_contacts(self.target))
         return bool(touching and pos[2] - CUBE_HALF_M >= self.min_lift_m)
+
+    def progress(self, env) -> dict:
+        pos = env.cube_pose(self.target)[0]
+        return {"lift_m": float(pos[2] - CUBE_HALF_M), "fingers_touching": int(sum(env.finger_contacts(self.target)))}
 
 
 # Start-pose jitter at start_jitter = 1: TCP offset from the ready pose (m) and yaw (rad), uniform in +-.

@@ -14,6 +14,10 @@ arm is in). Both make closed-loop success impossible while the validation L1 sti
 `vla-adapter-ros diagnose CHECKPOINT --targeting` (implied when no DATASET is given): in the built-in
 simulation, how often the first chunk on held-out seeds heads for the cube the instruction names, next to the
 scripted expert's first chunk and chance (:mod:`vla_adapter_ros.train.targeting`).
+
+`vla-adapter-ros diagnose CHECKPOINT --rollout`: whole episodes in closed loop on the same seeds, through the
+real executor core but without ROS (deterministic), with where each failed episode ended
+(:mod:`vla_adapter_ros.train.rollout`).
 """
 
 from __future__ import annotations
@@ -169,6 +173,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="render size (default: the training dataset's if readable, else 224 224)")
     t.add_argument("--start-jitter", type=float, default=0.0, help="arm start-pose jitter, as collect's (default 0)")
+    t.add_argument("--rollout", action="store_true",
+                   help="run whole episodes in closed loop (the executor core and the simulation, no ROS) and say "
+                   "where each failed one ended")
+    t.add_argument("--max-duration", type=float, default=None,
+                   help="--rollout: simulated seconds per episode (default: each task's limit)")
+    t.add_argument("--latency", type=float, default=None,
+                   help="--rollout: simulated seconds from a chunk request to its chunk (default 0.05)")
+    t.add_argument("--instruction", default=None,
+                   help="--rollout: use this instruction for every task (does the policy follow the words?)")
     t.add_argument("--device", default="auto",
                    help="model device for --targeting: auto | cpu | cuda (default auto; bf16 on CUDA, fp32 on CPU)")
 
@@ -176,9 +189,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.convert import ConvertError
     from ..model.checkpoint import CheckpointError
+    from .rollout import DEFAULT_LATENCY_S, format_rollouts, rollout_report
     from .targeting import TargetingError, format_targeting, targeting_report
 
-    targeting = args.targeting or args.dataset is None
+    targeting = args.targeting or (args.dataset is None and not args.rollout)
     try:
         if args.seeds[1] < 1:
             raise DiagnoseError("--seeds: COUNT must be at least 1")
@@ -198,6 +212,19 @@ def run(args: argparse.Namespace) -> int:
             else:
                 r = t
             print(format_targeting(t))
+        if args.rollout:
+            first, count = args.seeds
+            latency = DEFAULT_LATENCY_S if args.latency is None else args.latency
+            o = rollout_report(args.checkpoint, args.tasks, range(first, first + count), cameras=args.cameras,
+                               image_size=args.image_size, start_jitter=args.start_jitter,
+                               max_duration_s=args.max_duration, latency_s=latency, instruction=args.instruction,
+                               device=args.device, progress=args.progress)
+            if r:
+                print()
+                r["rollout"] = o
+            else:
+                r = o
+            print(format_rollouts(o))
     except (DiagnoseError, TargetingError, CheckpointError, ConvertError, FileNotFoundError) as e:
         print(f"vla-adapter-ros diagnose: {e}", file=sys.stderr)
         return 2

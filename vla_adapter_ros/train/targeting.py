@@ -172,6 +172,39 @@ def _torch_module(policy):
     return getattr(inner, "model", None)
 
 
+def prepare_policy(checkpoint_or_policy, io: Any = None, cameras: Optional[Sequence[str]] = None,
+                   image_size: Optional[Sequence[int]] = None, device: str = "cpu"):
+    """(policy, IOSpec, simulation camera names in model order, render size (H, W), checkpoint path or None)
+    of a checkpoint directory or a loaded policy, with the defaults :func:`targeting_report` documents for
+    ``io``, ``cameras`` and ``image_size``. Raises TargetingError with a one-line message."""
+    from ..inference.io_spec import IOSpec, IOSpecError
+
+    source, size = None, None
+    if isinstance(checkpoint_or_policy, (str, Path)):
+        source = str(checkpoint_or_policy)
+        policy, ckpt_io, ckpt_cams, size = load_policy(checkpoint_or_policy, device)
+        io = ckpt_io if io is None else io
+        cameras = ckpt_cams if cameras is None else cameras
+    else:
+        policy = checkpoint_or_policy
+        if not (hasattr(policy, "predict") and hasattr(policy, "config")):
+            raise TargetingError(f"expected a checkpoint directory or a policy, got {type(policy).__name__}")
+    platform = policy.config.platform
+    try:
+        spec = io if isinstance(io, IOSpec) else IOSpec(action_dim=platform.action_dim, **(io or {}))
+    except (IOSpecError, TypeError) as e:
+        raise TargetingError(f"action/proprio spec: {_one_line(e)}") from e
+    if spec.action_dim != platform.action_dim or spec.proprio_dim != platform.proprio_dim:
+        raise TargetingError(f"the spec gives {spec.action_dim} actions and {spec.proprio_dim} proprio values "
+                             f"({spec.proprio_layout}), the model has {platform.action_dim} and "
+                             f"{platform.proprio_dim}")
+    sim_cams = _sim_cameras(cameras, platform.num_images)
+    size = tuple(int(x) for x in (image_size or size or DEFAULT_IMAGE_SIZE))
+    if len(size) != 2 or min(size) <= 0:
+        raise TargetingError(f"image size must be (H, W) > 0, got {size}")
+    return policy, spec, sim_cams, size, source
+
+
 # ---------------------------------------------------------------------------------------------
 # the report
 # ---------------------------------------------------------------------------------------------
@@ -264,36 +297,13 @@ def targeting_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None
     """
     import torch
 
-    from ..inference.io_spec import IOSpec, IOSpecError
-
     task_list = _resolve_tasks(tasks)
     seed_list = [int(s) for s in (range(DEFAULT_FIRST_SEED, DEFAULT_FIRST_SEED + DEFAULT_NUM_SEEDS)
                                   if seeds is None else seeds)]
     if not seed_list:
         raise TargetingError("no seeds")
-    source, size = None, None
-    if isinstance(checkpoint_or_policy, (str, Path)):
-        source = str(checkpoint_or_policy)
-        policy, ckpt_io, ckpt_cams, size = load_policy(checkpoint_or_policy, device)
-        io = ckpt_io if io is None else io
-        cameras = ckpt_cams if cameras is None else cameras
-    else:
-        policy = checkpoint_or_policy
-        if not (hasattr(policy, "predict") and hasattr(policy, "config")):
-            raise TargetingError(f"expected a checkpoint directory or a policy, got {type(policy).__name__}")
+    policy, spec, sim_cams, size, source = prepare_policy(checkpoint_or_policy, io, cameras, image_size, device)
     platform = policy.config.platform
-    try:
-        spec = io if isinstance(io, IOSpec) else IOSpec(action_dim=platform.action_dim, **(io or {}))
-    except (IOSpecError, TypeError) as e:
-        raise TargetingError(f"action/proprio spec: {_one_line(e)}") from e
-    if spec.action_dim != platform.action_dim or spec.proprio_dim != platform.proprio_dim:
-        raise TargetingError(f"the spec gives {spec.action_dim} actions and {spec.proprio_dim} proprio values "
-                             f"({spec.proprio_layout}), the model has {platform.action_dim} and "
-                             f"{platform.proprio_dim}")
-    sim_cams = _sim_cameras(cameras, platform.num_images)
-    size = tuple(int(x) for x in (image_size or size or DEFAULT_IMAGE_SIZE))
-    if len(size) != 2 or min(size) <= 0:
-        raise TargetingError(f"image size must be (H, W) > 0, got {size}")
 
     from ..control.kinematics import FrankaKinematics
     from ..control.limits import load_robot_limits
