@@ -138,3 +138,16 @@ def test_cli_on_a_tiny_random_checkpoint_is_deterministic(tiny_checkpoint, tmp_p
     assert "closed loop without ROS" in capsys.readouterr().out
     assert dg.run(p.parse_args([str(tiny_checkpoint), "--rollout", "--latency", "-1", "--no-progress"])) == 2
     assert "latency must be >= 0" in capsys.readouterr().err
+
+
+def test_executor_parameter_files_apply(env, tmp_path):
+    """--params reaches the executor core: a later refill asks for chunks far more often."""
+    still = FakePolicy(lambda proprio: np.zeros((8, 6)))
+    run = {"io": IO, "image_size": (32, 32), "max_duration_s": 1.0, "env": env, "progress": False}
+    default = rollout_report(still, ["reach_red"], [1000], **run)["episodes"][0]
+    eager = tmp_path / "eager.yaml"
+    eager.write_text("executor_node:\n  ros__parameters:\n    refill_threshold_s: 0.75\n")
+    often = rollout_report(still, ["reach_red"], [1000], params=[str(eager)], **run)
+    assert default["chunks"] <= 4 and often["episodes"][0]["chunks"] >= 7 and often["params"] == [str(eager)]
+    with pytest.raises(TargetingError, match="parameter file not found: .*nope.yaml"):
+        rollout_report(still, ["reach_red"], [1000], params=[str(tmp_path / "nope.yaml")], **run)

@@ -182,6 +182,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="--rollout: simulated seconds from a chunk request to its chunk (default 0.05)")
     t.add_argument("--instruction", default=None,
                    help="--rollout: use this instruction for every task (does the policy follow the words?)")
+    t.add_argument("--params", action="append", default=[], metavar="YAML",
+                   help="--rollout: executor parameter file after the simulation's (repeatable), as demo --params")
     t.add_argument("--device", default="auto",
                    help="model device for --targeting: auto | cpu | cuda (default auto; bf16 on CUDA, fp32 on CPU)")
 
@@ -218,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
             o = rollout_report(args.checkpoint, args.tasks, range(first, first + count), cameras=args.cameras,
                                image_size=args.image_size, start_jitter=args.start_jitter,
                                max_duration_s=args.max_duration, latency_s=latency, instruction=args.instruction,
+                               params=args.params,
                                device=args.device, progress=args.progress)
             if r:
                 print()

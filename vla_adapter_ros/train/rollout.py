@@ -19,6 +19,7 @@ closures, and whether the executor rejected chunks or clipped targets: where a f
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -89,7 +90,7 @@ def rollout_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None, 
                    *, io: Any = None, cameras: Optional[Sequence[str]] = None,
                    image_size: Optional[Sequence[int]] = None, start_jitter: float = 0.0,
                    max_duration_s: Optional[float] = None, latency_s: float = DEFAULT_LATENCY_S,
-                   instruction: Optional[str] = None, device: str = "cpu", env=None,
+                   instruction: Optional[str] = None, params: Sequence[str] = (), device: str = "cpu", env=None,
                    progress: bool = True) -> Dict[str, Any]:
     """Closed-loop episodes of a policy per task and seed (see the module docstring).
 
@@ -97,7 +98,8 @@ def rollout_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None, 
     :func:`~vla_adapter_ros.train.targeting.targeting_report`; seeds: default 1000..1009 (held out);
     max_duration_s: simulated seconds per episode (default: each task's limit); latency_s: simulated time
     from a chunk request to its chunk; instruction: replaces every task's (e.g. to check that the policy
-    follows the words).
+    follows the words); params: executor parameter files read after the simulation stack's (executor.yaml,
+    executor_sim.yaml), as `demo --params` passes them to executor_node.
 
     Returns {"tasks": {name: {"episodes", "successes", "success_rate", "mean_sim_seconds_success",
     "median_closest_to_target_m"}}, "overall": {"episodes", "successes", "success_rate"}, "episodes": [one row
@@ -125,9 +127,14 @@ def rollout_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None, 
                              f"{spec.action_space}")
     if env is None:
         env = FrankaSimEnv(offscreen_max=(max(640, size[1]), max(480, size[0])))
-    params = executor_parameters()
+    from ..paths import config_dir
+
+    missing = [str(f) for f in params if not Path(f).is_file()]
+    if missing:
+        raise TargetingError(f"parameter file not found: {', '.join(missing)}")
+    executor = executor_parameters([config_dir() / "executor.yaml", config_dir() / "executor_sim.yaml", *params])
     if start_jitter:
-        params["require_start_pose"] = False  # as collect: a random start is not the start pose the gate expects
+        executor["require_start_pose"] = False  # as collect: a random start is not the start pose the gate expects
     source = PolicySource(policy, spec, sim_cams, size, instruction)
     module = _torch_module(policy)
     was_training = bool(module.training) if module is not None else False
@@ -147,7 +154,7 @@ def rollout_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None, 
                     task.reset(env, seed, start_jitter)  # to read the target's start position
                     cube0 = env.cube_pose(task.target)[0].copy()
                     try:
-                        ep = run_chunk_episode(task.name, seed, source, env=env, params=params,
+                        ep = run_chunk_episode(task.name, seed, source, env=env, params=executor,
                                                start_jitter=start_jitter, max_duration_s=limit, latency_s=latency_s)
                     except (RuntimeError, FloatingPointError) as e:
                         raise TargetingError(f"{task.name} seed {seed}: {_one_line(e)}") from e
@@ -171,7 +178,8 @@ def rollout_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None, 
     n_ok = sum(r["success"] for r in rows)
     return {"checkpoint": source_path, "model_id": getattr(policy, "model_id", None), "seeds": seed_list,
             "cameras": list(sim_cams), "image_size": list(size), "start_jitter": float(start_jitter),
-            "latency_s": float(latency_s), "max_duration_s": max_duration_s, "tasks": per_task,
+            "latency_s": float(latency_s), "max_duration_s": max_duration_s, "params": [str(f) for f in params],
+            "tasks": per_task,
             "overall": {"episodes": len(rows), "successes": n_ok, "success_rate": n_ok / len(rows)},
             "episodes": rows}
 
