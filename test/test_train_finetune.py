@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from vla_adapter_ros.data.convert import ConvertConfig, convert, load_dataset
+from vla_adapter_ros.data.convert import ConvertConfig, ConvertError, convert, load_dataset
 from vla_adapter_ros.data.synthetic import Q_HOME, write_synthetic_bag
 from vla_adapter_ros.train.finetune import (
+    BatchBuilder,
     MicroBatches,
     Trainer,
     TrainConfig,
@@ -315,6 +317,40 @@ def test_image_cache_is_transparent(dataset, tmp_path):
     on = Trainer(_cfg(dataset, tmp_path / "on", cache_images=True, image_aug=True)).fit()["losses"]
     off = Trainer(_cfg(dataset, tmp_path / "off", cache_images=False, image_aug=True)).fit()["losses"]
     np.testing.assert_allclose(on, off, rtol=0, atol=1e-6)
+    # shift and none: the cache keeps each image after the inference crop/resize, and the batches are the same
+    for aug in ("shift", "none"):
+        t_on = Trainer(_cfg(dataset, tmp_path / f"{aug}_on", cache_images=True, image_aug=aug, val_fraction=0.3))
+        t_off = Trainer(_cfg(dataset, tmp_path / f"{aug}_off", cache_images=False, image_aug=aug, val_fraction=0.3))
+        proc = t_on.model_cfg.processor
+        size = proc.image_size
+        assert t_on.dataset[0]["images_prepared_for"] == proc and t_off.dataset[0]["images_prepared_for"] is None
+        assert t_on.dataset[0]["images"][0].shape == (size, size, 3) != t_off.dataset[0]["images"][0].shape
+        for i in (0, 5):
+            pairs = [(t_on, t_on.dataset[i]), (t_off, t_off.dataset[i])]
+            np.testing.assert_array_equal(*[t.builder.sample(it)["pixel_values"] for t, it in pairs])
+            np.testing.assert_array_equal(*[t.builder.sample(it, np.random.default_rng(i))["pixel_values"]
+                                            for t, it in pairs])
+        # each trainer seeds the global RNGs when it is built: build and fit one after the other
+        r_on = Trainer(_cfg(dataset, tmp_path / f"{aug}_on2", cache_images=True, image_aug=aug, val_fraction=0.3)).fit()
+        r_off = Trainer(_cfg(dataset, tmp_path / f"{aug}_off2", cache_images=False, image_aug=aug,
+                             val_fraction=0.3)).fit()
+        np.testing.assert_allclose(r_on["losses"], r_off["losses"], rtol=0, atol=1e-6)
+        assert r_on["val_l1"] == pytest.approx(r_off["val_l1"], abs=1e-6)
+    # a prepared image is never prepared twice, nor taken for another model's, nor augmented the official way
+    item = t_on.dataset[0]
+    other = dataclasses.replace(proc, image_size=size // 2)
+    with pytest.raises(ValueError, match="prepared for another model's image processing"):
+        t_on.builder.sample({**item, "images_prepared_for": other})
+    with pytest.raises(ValueError, match="official augmentation crops the raw image"):
+        BatchBuilder(t_on.model_cfg, t_on.normalizer, t_on.tokenizer, "official").pixels(
+            item["images"], np.random.default_rng(0), prepared=True)
+    with pytest.raises(ValueError, match=f"prepared images must be {size}x{size}"):
+        t_on.builder.pixels(t_off.dataset[0]["images"], None, prepared=True)
+    partial = load_dataset(dataset, chunk_len=4)
+    partial.frames.cache_images(partial.cameras[:1], prepare_for=proc)
+    assert len(partial.cameras) == 2
+    with pytest.raises(ConvertError, match="not in the prepared image cache"):
+        partial[0]
     p = add_arguments(argparse.ArgumentParser())
     assert p.parse_args(["d", "o"]).cache_images is None
     assert p.parse_args(["d", "o", "--cache-images"]).cache_images is True

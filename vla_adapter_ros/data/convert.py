@@ -1124,6 +1124,7 @@ class LeRobotFrames:
         self._cache: Dict[int, Any] = {}
         self._pid = None
         self._images: Dict[str, np.ndarray] = {}  # camera -> all decoded frames, once cache_images() ran
+        self.images_prepared_for = None  # the ProcessorConfig the cached images were prepared for (cache_images)
         tt = pq.read_table(str(self.root / "meta/tasks.parquet"))
         self.tasks = dict(zip(tt.column("task_index").to_pylist(), tt.column("task").to_pylist()))
         # episode end (exclusive row) for every row
@@ -1169,9 +1170,15 @@ class LeRobotFrames:
             total += int(np.prod(shape)) * len(self)
         return total
 
-    def cache_images(self, cameras: Optional[Sequence[str]] = None, progress: bool = False) -> None:
+    def cache_images(self, cameras: Optional[Sequence[str]] = None, progress: bool = False,
+                     prepare_for=None) -> None:
         """Decode every image of ``cameras`` once and keep them in memory (uint8), so that training reads no
-        parquet and decodes no PNG per sample. DataLoader workers forked afterwards share the arrays."""
+        parquet and decodes no PNG per sample. DataLoader workers forked afterwards share the arrays.
+        ``prepare_for``: a model's ``ProcessorConfig``: each image is kept after
+        :func:`~vla_adapter_ros.model.processor.prepare_image` (the deterministic resize/crop of the inference
+        preprocessing, done once instead of per sample); items then say so (``images_prepared_for``)."""
+        from ..model.processor import prepare_image
+
         from tqdm import tqdm
 
         cams = list(cameras) if cameras is not None else list(self.cameras)
@@ -1183,6 +1190,8 @@ class LeRobotFrames:
             for cam in cams:
                 for k, cell in enumerate(tab.column(IMAGE_PREFIX + cam).to_pylist()):
                     img = decode_png(cell["bytes"])
+                    if prepare_for is not None:
+                        img = prepare_image(img, prepare_for)
                     if cam not in arrays:
                         arrays[cam] = np.empty((len(self),) + img.shape, dtype=np.uint8)
                     if img.shape != arrays[cam].shape[1:]:
@@ -1192,6 +1201,16 @@ class LeRobotFrames:
             bar.update(tab.num_rows)
         bar.close()
         self._images = arrays
+        self.images_prepared_for = prepare_for if arrays else None
+
+    def prepared_for(self, cameras: Sequence[str]):
+        """The ProcessorConfig the images of ``cameras`` are kept prepared for, or None (as stored)."""
+        if self.images_prepared_for is None:
+            return None
+        if not all(c in self._images for c in cameras):  # some prepared, some as stored: no consistent item
+            raise ConvertError(f"{self.root}: cameras {[c for c in cameras if c not in self._images]} are not in "
+                               "the prepared image cache (cache every camera an item reads)")
+        return self.images_prepared_for
 
     def image(self, cam: str, row: int) -> np.ndarray:
         cached = self._images.get(cam)
@@ -1224,6 +1243,8 @@ class FrameDataset:
         rows = np.minimum(rows, end - 1)
         return {
             "images": [frames.image(c, i) for c in self.cameras],
+            # the ProcessorConfig the images were prepared for (cache_images), None for the images as stored
+            "images_prepared_for": frames.prepared_for(self.cameras),
             "instruction": frames.tasks[int(frames.task_index[i])],
             "proprio": frames.state[i].copy(),
             "actions": frames.action[rows].copy(),

@@ -189,7 +189,9 @@ def shift_image(img: np.ndarray, rng: np.random.Generator, pad: int) -> np.ndarr
 
 class BatchBuilder:
     """Turns dataset items into model tensors (picklable for DataLoader workers). ``augment``: "official",
-    "shift" (with ``shift_pixels``) or "none"; it applies when a random generator is given."""
+    "shift" (with ``shift_pixels``) or "none"; it applies when a random generator is given. Items whose
+    ``images_prepared_for`` is this model's processor config hold images that already went through
+    :func:`~vla_adapter_ros.model.processor.prepare_image` (a dataset cache); the others are prepared here."""
 
     def __init__(self, model_cfg, normalizer, tokenizer, augment: str = "official", shift_pixels: int = 4):
         self.augment, self.shift_pixels = augment, shift_pixels
@@ -200,22 +202,39 @@ class BatchBuilder:
         self.tokenizer = tokenizer
         self._tok_cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
 
-    def pixels(self, images: Sequence[np.ndarray], rng: Optional[np.random.Generator]) -> np.ndarray:
+    def pixels(self, images: Sequence[np.ndarray], rng: Optional[np.random.Generator],
+               prepared: bool = False) -> np.ndarray:
+        """Model input (6 * n, S, S) of uint8 images; ``prepared``: they already went through ``prepare_image``
+        with this model's processor config (only "shift" and "none" start from there)."""
         from ..model.processor import check_image, normalize_image, prepare_image, preprocess_images
 
-        if rng is None or self.augment == "none":  # exactly the inference preprocessing
+        if prepared and rng is not None and self.augment == "official":
+            raise ValueError("the official augmentation crops the raw image: it cannot start from prepared images")
+        if (rng is None or self.augment == "none") and not prepared:  # exactly the inference preprocessing
             return preprocess_images(images, self.proc)
         for i, im in enumerate(images):
             check_image(im, i)
+        s = self.proc.image_size
+        if prepared and any(im.shape[:2] != (s, s) for im in images):
+            raise ValueError(f"prepared images must be {s}x{s}, got {[im.shape[:2] for im in images]}")
+        prepared = images if prepared else [prepare_image(im, self.proc) for im in images]
+        if rng is None or self.augment == "none":
+            return np.concatenate([normalize_image(im, self.proc) for im in prepared], axis=0)
         if self.augment == "shift":
-            return np.concatenate([normalize_image(shift_image(prepare_image(im, self.proc), rng, self.shift_pixels),
-                                                   self.proc) for im in images], axis=0)
+            return np.concatenate([normalize_image(shift_image(im, rng, self.shift_pixels), self.proc)
+                                   for im in prepared], axis=0)
         import copy
 
         proc = copy.copy(self.proc)
         proc.center_crop = False
         return np.concatenate([normalize_image(augment_image(prepare_image(im, proc), rng, self.proc.crop_scale), proc)
                                for im in images], axis=0)
+
+    def _prepared(self, item: Dict[str, Any]) -> bool:
+        prepared_for = item.get("images_prepared_for")
+        if prepared_for is not None and prepared_for != self.proc:
+            raise ValueError("the item's images were prepared for another model's image processing")
+        return prepared_for is not None
 
     def sample(self, item: Dict[str, Any], rng: Optional[np.random.Generator] = None) -> Dict[str, np.ndarray]:
         from ..model.processor import tokenize_prompt
@@ -225,7 +244,7 @@ class BatchBuilder:
             self._tok_cache[ins] = tokenize_prompt(self.tokenizer, ins, self.max_tokens, self.pad_id)
         ids, mask = self._tok_cache[ins]
         return {
-            "pixel_values": self.pixels(item["images"], rng),
+            "pixel_values": self.pixels(item["images"], rng, self._prepared(item)),
             "input_ids": ids,
             "attention_mask": mask,
             "proprio": self.normalizer.normalize_proprio(item["proprio"]).astype(np.float32),
@@ -425,7 +444,9 @@ class Trainer:
         if cfg.cache_images or (cfg.cache_images is None and need <= CACHE_IMAGES_AUTO_BYTES):
             self.log(f"[train] decoding {need / 2**20:.0f} MiB of images into memory once"
                      f"{' (--no-cache-images reads them per sample)' if cfg.cache_images is None else ''}")
-            self.dataset.frames.cache_images(cams, progress=cfg.progress and self.is_main)
+            # shift and none start from the inference crop/resize of each image: done once here, not per sample
+            prepare_for = None if cfg.image_aug == "official" else self.model_cfg.processor
+            self.dataset.frames.cache_images(cams, progress=cfg.progress and self.is_main, prepare_for=prepare_for)
         stats_all = self.dataset.norm_stats
         if not stats_all:
             raise TrainError(f"{cfg.dataset}: no meta/dataset_statistics.json")
