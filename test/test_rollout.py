@@ -151,3 +151,14 @@ def test_executor_parameter_files_apply(env, tmp_path):
     assert default["chunks"] <= 4 and often["episodes"][0]["chunks"] >= 7 and often["params"] == [str(eager)]
     with pytest.raises(TargetingError, match="parameter file not found: .*nope.yaml"):
         rollout_report(still, ["reach_red"], [1000], params=[str(tmp_path / "nope.yaml")], **run)
+
+
+def test_targeting_with_one_instruction_for_every_task(env):
+    """A language-blind baseline is scored with the text it was trained on."""
+    from vla_adapter_ros.train.targeting import targeting_report
+
+    policy = FakePolicy(lambda proprio: np.zeros((8, 6)))
+    r = targeting_report(policy, ["reach_red", "lift_green"], [1000], io=IO, image_size=(32, 32), expert=False,
+                         env=env, instruction="do the task", progress=False)
+    assert {s[1] for s in policy.seen} == {"do the task"} and len(policy.seen) == 2
+    assert {t["instruction"] for t in r["tasks"].values()} == {"do the task"}

@@ -16,6 +16,7 @@ from vla_adapter_ros.data.synthetic import Q_HOME, write_synthetic_bag
 from vla_adapter_ros.train.finetune import (
     BatchBuilder,
     MicroBatches,
+    TrainError,
     Trainer,
     TrainConfig,
     add_arguments,
@@ -392,3 +393,23 @@ def test_diagnose_reports_input_use(dataset, tmp_path, capsys):
     assert json.loads((tmp_path / "d.json").read_text())["frames"] == 8
     assert dg.run(p.parse_args([str(ck), str(dataset), "--batch-size", "1"])) == 2
     assert "at least 2" in capsys.readouterr().err
+
+
+def test_one_instruction_for_every_frame(dataset, tmp_path):
+    """train --instruction: the language-blind baseline sees one text for every frame, whatever the frame's."""
+    t = Trainer(_cfg(dataset, tmp_path / "blind", instruction="do the task"))
+    items = [t.dataset[i] for i in range(len(t.dataset))]
+    assert {it["instruction"] for it in items} == {"pick up the cube", "open the drawer"}
+    ids = {tuple(t.builder.sample(it)["input_ids"].tolist()) for it in items}
+    assert len(ids) == 1
+    own = Trainer(_cfg(dataset, tmp_path / "own"))
+    assert len({tuple(own.builder.sample(it)["input_ids"].tolist()) for it in items}) == 2
+    assert ids.isdisjoint({tuple(own.builder.sample(it)["input_ids"].tolist()) for it in items})
+    t.fit()
+    assert json.loads((tmp_path / "blind" / "final" / "training.json").read_text())["instruction"] == "do the task"
+    for bad in ("", "  ", 3):
+        with pytest.raises(TrainError, match="instruction must be a non-empty text"):
+            TrainConfig(dataset="d", output_dir="o", instruction=bad).validate()
+    p = add_arguments(argparse.ArgumentParser())
+    assert config_from_args(p.parse_args(["d", "o", "--instruction", "do it"])).instruction == "do it"
+    assert config_from_args(p.parse_args(["d", "o"])).instruction is None

@@ -181,7 +181,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--latency", type=float, default=None,
                    help="--rollout: simulated seconds from a chunk request to its chunk (default 0.05)")
     t.add_argument("--instruction", default=None,
-                   help="--rollout: use this instruction for every task (does the policy follow the words?)")
+                   help="use this instruction for every task (--targeting, --rollout): a language-blind baseline's "
+                   "training text, or another task's to see whether the policy follows the words")
     t.add_argument("--params", action="append", default=[], metavar="YAML",
                    help="--rollout: executor parameter file after the simulation's (repeatable), as demo --params")
     t.add_argument("--device", default="auto",
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
             first, count = args.seeds
             t = targeting_report(args.checkpoint, args.tasks, range(first, first + count), cameras=args.cameras,
                                  image_size=args.image_size, start_jitter=args.start_jitter, device=args.device,
-                                 progress=args.progress)
+                                 instruction=args.instruction, progress=args.progress)
             if r:
                 print()
                 r["targeting"] = t

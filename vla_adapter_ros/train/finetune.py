@@ -97,6 +97,9 @@ class TrainConfig:
     # the images; later frames can be continued from where the arm already is (train/README.md)
     start_frames: int = 0
     start_repeat: int = 1
+    # every frame trained with this instruction instead of its own (None: its own): the language-blind baseline
+    # of a recipe (evaluate it with the same text, e.g. demo --instruction); the targeting checks use it too
+    instruction: Optional[str] = None
     progress: bool = True
     unnorm_key: str = ""  # statistics key; default dataset name
     # every N optimizer steps (0 = off): how often the first chunk heads for the instructed cube in the built-in
@@ -120,6 +123,8 @@ class TrainConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise TrainError(f"{k} must be a whole number >= {low}, not {v!r}")
+        if self.instruction is not None and (not isinstance(self.instruction, str) or not self.instruction.strip()):
+            raise TrainError(f"instruction must be a non-empty text, not {self.instruction!r}")
         if self.schedule not in ("cosine", "constant"):
             raise TrainError("schedule must be 'cosine' or 'constant'")
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -193,8 +198,10 @@ class BatchBuilder:
     ``images_prepared_for`` is this model's processor config hold images that already went through
     :func:`~vla_adapter_ros.model.processor.prepare_image` (a dataset cache); the others are prepared here."""
 
-    def __init__(self, model_cfg, normalizer, tokenizer, augment: str = "official", shift_pixels: int = 4):
+    def __init__(self, model_cfg, normalizer, tokenizer, augment: str = "official", shift_pixels: int = 4,
+                 instruction: Optional[str] = None):
         self.augment, self.shift_pixels = augment, shift_pixels
+        self.instruction = instruction  # replaces every item's (the language-blind baseline); None: the item's
         self.proc = model_cfg.processor
         self.max_tokens = model_cfg.processor.max_prompt_tokens
         self.pad_id = model_cfg.pad_token_id
@@ -239,7 +246,7 @@ class BatchBuilder:
     def sample(self, item: Dict[str, Any], rng: Optional[np.random.Generator] = None) -> Dict[str, np.ndarray]:
         from ..model.processor import tokenize_prompt
 
-        ins = item["instruction"]
+        ins = self.instruction or item["instruction"]
         if ins not in self._tok_cache:
             self._tok_cache[ins] = tokenize_prompt(self.tokenizer, ins, self.max_tokens, self.pad_id)
         ids, mask = self._tok_cache[ins]
@@ -454,7 +461,10 @@ class Trainer:
         self.stats = {key: stats_all[key]}
         self.normalizer = Normalizer.from_stats(self.stats, self.model_cfg.platform.normalization, key)
         self.tokenizer = QwenTokenizer.load(cfg.base if Path(cfg.base).is_dir() else None)
-        self.builder = BatchBuilder(self.model_cfg, self.normalizer, self.tokenizer, cfg.image_aug, cfg.shift_pixels)
+        self.builder = BatchBuilder(self.model_cfg, self.normalizer, self.tokenizer, cfg.image_aug, cfg.shift_pixels,
+                                    cfg.instruction)
+        if cfg.instruction is not None:
+            self.log(f"[train] every frame with the instruction {cfg.instruction!r} (language-blind baseline)")
         tr, va = split_episodes(self.dataset.frames.episode_index, cfg.val_fraction, cfg.seed)
         if cfg.start_frames > 0 and cfg.start_repeat > 1:
             n = len(tr)
@@ -541,7 +551,7 @@ class Trainer:
                                  range(DEFAULT_FIRST_SEED, DEFAULT_FIRST_SEED + self.cfg.targeting_seeds),
                                  io={k: info[k] for k in IO_KEYS if k in info}, cameras=cams,
                                  image_size=shape[:2] if shape else None, expert=False, env=self._targeting_env,
-                                 progress=False)
+                                 instruction=self.cfg.instruction, progress=False)
         except TargetingError as e:
             self.log(f"[train] targeting check skipped: {e}")
             return None
@@ -622,6 +632,7 @@ class Trainer:
             "gripper_open_value": info.get("gripper_open_value"),
             "gripper_closed_value": info.get("gripper_closed_value"),
             "cameras": self.dataset.cameras, "lora_rank": self.cfg.lora_rank if self.cfg.use_lora else None,
+            "instruction": self.cfg.instruction,
         }, indent=2))
 
     def resume(self, path: Optional[Union[str, Path]] = None) -> bool:
@@ -823,6 +834,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="oversample each episode's first N frames (with --start-repeat; default 0 = off)")
     parser.add_argument("--start-repeat", type=int, default=d.start_repeat,
                         help="how often those frames appear per epoch (default 1)")
+    parser.add_argument("--instruction", default=None, metavar="TEXT",
+                        help="train every frame with this instruction instead of its own: the language-blind "
+                        "baseline of a recipe (evaluate it with the same text: demo/diagnose --instruction)")
     parser.add_argument("--targeting-every", type=int, default=d.targeting_every,
                         help="every N steps, log how often the first chunk heads for the instructed cube in the "
                         f"simulation (vla-adapter-ros diagnose --targeting; default {d.targeting_every} = off)")

@@ -273,7 +273,7 @@ def targeting_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None
                      seeds: Optional[Iterable[int]] = None, *, io: Any = None,
                      cameras: Optional[Sequence[str]] = None, image_size: Optional[Sequence[int]] = None,
                      start_jitter: float = 0.0, expert: bool = True, device: str = "cpu", env=None,
-                     progress: bool = True) -> Dict[str, Any]:
+                     instruction: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
     """How often the first chunk heads for the instructed cube, per task (see the module docstring).
 
     checkpoint_or_policy: a checkpoint directory, or a loaded policy (an ``InferenceEngine`` or
@@ -286,7 +286,8 @@ def targeting_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None
         image_size: (H, W) to render at (default: the training dataset's when it is readable, else 224 x 224);
     start_jitter: arm start-pose jitter of the reset (as `collect --start-jitter`);
     expert: also score the scripted expert's first chunk; device: for a checkpoint directory;
-    env: a FrankaSimEnv to reuse (default: a new one); progress: tqdm bar.
+    env: a FrankaSimEnv to reuse (default: a new one); instruction: replaces every task's (a language-blind
+    baseline is scored with the text it was trained on); progress: tqdm bar.
 
     Returns {"tasks": {name: {"instruction", "target", "seeds", "model", "expert", "blind"}}, "overall":
     {"model", "expert", "blind"} (over all tasks' seeds), "chance", "samples": [per (task, seed): tool and cube
@@ -331,7 +332,7 @@ def targeting_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None
                     cubes = {c: env.cube_pose(c)[0] for c in env.cubes}
                     images, proprio, q, p = observe(env, sim_cams, size, spec.proprio_layout)
                     try:
-                        actions = np.asarray(policy.predict(images, task.instruction, proprio))
+                        actions = np.asarray(policy.predict(images, instruction or task.instruction, proprio))
                     except FloatingPointError as e:  # InferenceEngine's check
                         raise TargetingError(f"{task.name} seed {seed}: {_one_line(e)}") from e
                     if not np.all(np.isfinite(actions)):
@@ -356,8 +357,8 @@ def targeting_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None
         blind = blind_direction(env, task, start_jitter)
         for r in rows:
             r["blind"] = _score(blind, np.asarray(r["tool"]), r["cubes"], r["target"])
-        per_task[task.name] = {"instruction": task.instruction, "target": task.target, "seeds": len(rows),
-                               **{w: _summary(rows, w) for w in who}}
+        per_task[task.name] = {"instruction": instruction or task.instruction, "target": task.target,
+                               "seeds": len(rows), **{w: _summary(rows, w) for w in who}}
     return {
         "checkpoint": source, "model_id": getattr(policy, "model_id", None),
         "action_space": spec.action_space, "dt": spec.dt, "chunk_len": int(platform.chunk_len),
