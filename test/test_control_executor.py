@@ -505,3 +505,34 @@ def test_tick_error_estop_has_a_reason():
     robot.tick(3)
     status = _check_hold_reason(core, robot.now, "tick error")
     assert status.state == "estop" and "internal error in tick" in status.hold_reason
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_eef_chunk_leaning_into_the_floor_slides_along_it_or_holds(keep):
+    """eef_keep_in_workspace: a chunk that moves left and down past the workspace floor keeps moving left at the
+    floor (True) or is held by the safety filter (False); the tool never goes below the floor either way."""
+    import dataclasses
+
+    from vla_adapter_ros.control.chunk import EEF_DELTA
+    from vla_adapter_ros.control.executor_core import EEF_WORKSPACE_MARGIN_M
+
+    kin = ExecutorCore(FR3).kinematics
+    start = kin.fk_position(READY)
+    floor = start[2] - 0.02
+    limits = dataclasses.replace(FR3, workspace_min=[FR3.workspace_min[0], FR3.workspace_min[1], floor])
+    core = ExecutorCore(limits, eef_keep_in_workspace=keep)
+    robot = SimRobot(core, READY)
+    assert core.enable(0.0)[0]
+    rows = np.tile([0.0, 0.01, -0.01, 0.0, 0.0, 0.0], (8, 1))  # 1 cm left and 1 cm down per 0.1 s
+    for k in range(3):
+        assert core.on_chunk(Chunk(robot.now, 0.1, EEF_DELTA, [], rows, None, k), robot.now).accepted
+        robot.tick(100)
+    tool = np.array([kin.fk_position(c.positions) for c in robot.commands if c is not None])
+    assert tool[:, 2].min() >= floor - 1e-6
+    if keep:
+        assert tool[-1, 1] - start[1] > 0.08  # went on to the left along the floor
+        assert tool[-1, 2] == pytest.approx(floor + EEF_WORKSPACE_MARGIN_M, abs=2e-3)
+        assert core.filter.clip_counts["workspace"] < 25  # a few braking-prediction ticks as it reaches the floor
+    else:
+        assert tool[-1, 1] - start[1] < 0.05  # the first rows past the floor stopped the arm
+        assert core.filter.clip_counts["workspace"] > 100  # held for most of the 1.2 s

@@ -258,6 +258,32 @@ def test_eef_delta_follows_the_requested_tool_path():
         assert np.linalg.norm(rotation_error(want, pose[:3, :3])) < 1e-3
 
 
+def test_eef_delta_rows_stop_at_the_workspace_box_and_never_pull_in():
+    kin = FrankaKinematics()
+    start = kin.fk_position(READY_POSE)
+    floor = start[2] - 0.02  # a box whose floor is 2 cm below the tool
+    lo, hi = np.array([0.0, -1.0, floor]), np.array([1.0, 1.0, 1.0])
+    s = ActionScheduler(NAMES, blend_mode="replace", kinematics=kin, eef_workspace=(lo, hi))
+    steps = np.zeros((8, 6))
+    steps[:, 1] = 0.01  # 1 cm per step to the left ...
+    steps[:, 2] = -0.01  # ... and 1 cm down: into the floor after two rows
+    assert s.add_chunk(chunk(0.0, steps, space=EEF_DELTA), now=0.0, reference_q=np.array(READY_POSE)).accepted
+    for i, q in enumerate(s.targets):
+        p = kin.fk_position(q)
+        np.testing.assert_allclose(p[1], start[1] + 0.01 * (i + 1), atol=1e-3)  # the sideways motion goes on
+        np.testing.assert_allclose(p[2], max(start[2] - 0.01 * (i + 1), floor), atol=1e-3)  # down to the floor
+    # the same rows without the box: the targets go below it
+    free = ActionScheduler(NAMES, blend_mode="replace", kinematics=kin)
+    free.add_chunk(chunk(0.0, steps, space=EEF_DELTA), now=0.0, reference_q=np.array(READY_POSE))
+    assert kin.fk_position(free.targets[-1])[2] == pytest.approx(start[2] - 0.08, abs=1e-3)
+    # a tool already below the floor is not pulled up (no jump), only kept from going further down
+    below = ActionScheduler(NAMES, blend_mode="replace", kinematics=kin,
+                            eef_workspace=(lo + [0, 0, 0.05], hi))
+    below.add_chunk(chunk(0.0, steps, space=EEF_DELTA), now=0.0, reference_q=np.array(READY_POSE))
+    for q in below.targets:
+        assert kin.fk_position(q)[2] == pytest.approx(start[2], abs=1e-3)
+
+
 def test_gripper_is_zero_order_hold_and_optional():
     s = sched()
     s.add_chunk(chunk(0.0, np.zeros(3), gripper=[0.0, 1.0, 0.2]), now=0.0)

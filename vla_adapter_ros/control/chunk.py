@@ -136,6 +136,7 @@ def actions_to_joint_targets(
     kinematics: Optional[FrankaKinematics] = None,
     q_min: Optional[np.ndarray] = None,
     q_max: Optional[np.ndarray] = None,
+    workspace: Optional[tuple[np.ndarray, np.ndarray]] = None,
 ) -> tuple[Optional[np.ndarray], str]:
     """Absolute joint targets (H, n) for validated rows of one action space.
 
@@ -143,7 +144,10 @@ def actions_to_joint_targets(
     step by step starting at ``reference_q`` (rad; the scheduler passes the joint state at the
     chunk's stamp and gives every row): target_i = reference + delta_0 + ... + delta_i, the state
     at the end of row i's period; EEF deltas go through damped-least-squares IK (``kinematics``,
-    clamped to q_min/q_max).
+    clamped to q_min/q_max). ``workspace`` (lo, hi) (m, base frame): an EEF-delta row's translation stops
+    at this box along each axis that would leave it (the tool point of the previous row's target, or of the
+    reference, is never pulled in from outside, only kept from going further out), so a chunk that leans
+    into the table slides along the floor instead of being dropped by the safety filter's workspace hold.
     Returns (targets, "") or (None, reason) if the IK does not converge.
     """
     if action_space == JOINT_POSITION:
@@ -157,7 +161,11 @@ def actions_to_joint_targets(
         out = np.empty((actions.shape[0], ref.size))
         q = ref
         for i, row in enumerate(actions):
-            q, ok = kinematics.ik_delta(q, row[:3], row[3:6], q_min=q_min, q_max=q_max)
+            dp = row[:3]
+            if workspace is not None:
+                p = kinematics.fk_position(q)
+                dp = np.clip(p + dp, np.minimum(workspace[0], p), np.maximum(workspace[1], p)) - p
+            q, ok = kinematics.ik_delta(q, dp, row[3:6], q_min=q_min, q_max=q_max)
             if not ok:
                 return None, f"IK did not converge at step {i}"
             out[i] = q

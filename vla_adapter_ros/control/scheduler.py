@@ -109,6 +109,7 @@ class ActionScheduler:
         kinematics: Optional[FrankaKinematics] = None,
         q_min: Optional[np.ndarray] = None,
         q_max: Optional[np.ndarray] = None,
+        eef_workspace: Optional[tuple[np.ndarray, np.ndarray]] = None,
     ):
         if blend_mode not in BLEND_MODES:
             raise ValueError(f"blend_mode: must be one of {BLEND_MODES}, got {blend_mode!r}")
@@ -128,6 +129,8 @@ class ActionScheduler:
         self.refill_threshold_s = float(refill_threshold_s)
         self.chunk_max_age = float(chunk_max_age)
         self.max_future_s = float(max_future_s)
+        # (lo, hi) tool box that EEF-delta rows stop at (chunk.actions_to_joint_targets); None: rows as given
+        self.eef_workspace = eef_workspace
         self.kinematics = kinematics or FrankaKinematics()
         self.q_min = None if q_min is None else np.asarray(q_min, dtype=float)
         self.q_max = None if q_max is None else np.asarray(q_max, dtype=float)
@@ -294,7 +297,7 @@ class ActionScheduler:
                 return self._reject(f"{name} needs reference_q of {self.n} finite joint positions", latency, sequence)
             # every row counts (the ones already in the past too): integrate all, then drop the past targets
             targets, why = actions_to_joint_targets(chunk.action_space, actions, reference,
-                                                    self.kinematics, self.q_min, self.q_max)
+                                                    self.kinematics, self.q_min, self.q_max, self.eef_workspace)
             if targets is None:
                 return self._reject(f"conversion failed: {why}", latency, sequence)
             targets = targets[first:]

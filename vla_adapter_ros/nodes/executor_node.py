@@ -110,6 +110,7 @@ DEFAULTS = {
     "ensemble_decay": 0.01,
     "refill_threshold_s": 0.3,
     "finish_distance": 0.05,  # rad: queue dry -> finish the last target if this close, else brake
+    "eef_keep_in_workspace": True,  # EEF-delta rows stop 3 mm inside the workspace box (false: the filter holds)
     "require_start_pose": True,
     "dry_run": False,
     "auto_enable": False,  # real robots: False (call ~/enable); simulation may enable at start
@@ -156,6 +157,8 @@ PARAMETERS = {
                                 range=(0.0, 10.0), live=True),
     "finish_distance": Param("queue dry: finish the last target if this close (rad), else brake",
                              range=(0.0, 3.2), live=True),
+    "eef_keep_in_workspace": Param("EEF-delta rows stop 3 mm inside the workspace box along an axis that would "
+                                   "leave it (false: as given, and the safety filter holds on a target outside)"),
     "require_start_pose": Param("enable/start only near the robot file's start_pose"),
     "dry_run": Param("compute and publish the commands on ~/dry_run/* only; actuate nothing (never changes "
                      "on a running node: restart it)"),
@@ -380,6 +383,7 @@ class ExecutorNode(Node):
             # the stop points serve a JointTrajectoryController only (other outputs send one position)
             trajectory_points=int(p["trajectory_points"]) if p["output"] == "jtc" else 1,
             finish_distance=float(p["finish_distance"]),
+            eef_keep_in_workspace=bool(p["eef_keep_in_workspace"]),
         )
         if p["output"] == "eef_delta":  # task-space stream: same interface, no IK
             from vla_adapter_ros.control.eef_output import EefDeltaCore
