@@ -514,7 +514,6 @@ def test_eef_chunk_leaning_into_the_floor_slides_along_it_or_holds(keep):
     import dataclasses
 
     from vla_adapter_ros.control.chunk import EEF_DELTA
-    from vla_adapter_ros.control.executor_core import EEF_WORKSPACE_MARGIN_M
 
     kin = ExecutorCore(FR3).kinematics
     start = kin.fk_position(READY)
@@ -531,8 +530,18 @@ def test_eef_chunk_leaning_into_the_floor_slides_along_it_or_holds(keep):
     assert tool[:, 2].min() >= floor - 1e-6
     if keep:
         assert tool[-1, 1] - start[1] > 0.08  # went on to the left along the floor
-        assert tool[-1, 2] == pytest.approx(floor + EEF_WORKSPACE_MARGIN_M, abs=2e-3)
+        assert tool[-1, 2] == pytest.approx(floor + 0.01, abs=2e-3)  # eef_workspace_margin_m
         assert core.filter.clip_counts["workspace"] < 25  # a few braking-prediction ticks as it reaches the floor
     else:
         assert tool[-1, 1] - start[1] < 0.05  # the first rows past the floor stopped the arm
         assert core.filter.clip_counts["workspace"] > 100  # held for most of the 1.2 s
+
+
+def test_eef_workspace_margin_is_checked():
+    for bad in (-0.001, 0.2, float("nan")):
+        with pytest.raises(ValueError, match="eef_workspace_margin_m"):
+            ExecutorCore(FR3, eef_workspace_margin_m=bad)
+    lo, hi = ExecutorCore(FR3, eef_workspace_margin_m=0.02).scheduler.eef_workspace
+    np.testing.assert_allclose(lo, np.array(FR3.workspace_min) + 0.02)
+    np.testing.assert_allclose(hi, np.array(FR3.workspace_max) - 0.02)
+    assert ExecutorCore(FR3, eef_keep_in_workspace=False).scheduler.eef_workspace is None

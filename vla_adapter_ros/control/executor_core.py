@@ -69,7 +69,6 @@ REST_WINDOW_S = 0.2  # s of joint states that must agree before enable adopts th
 REST_MIN_SAMPLES = 3
 ANCHOR_MARGIN_S = 0.5  # s kept in the anchor logs beyond chunk_max_age + joint_state_timeout
 ANCHOR_MAX_SAMPLES = 8192  # cap of each anchor log (a 1 kHz joint state topic fills ~2 s of it)
-EEF_WORKSPACE_MARGIN_M = 0.003  # m inside the workspace box where EEF-delta rows stop (eef_keep_in_workspace)
 QUEUE_EMPTY = "queue empty"  # hold reasons of a RUNNING core that merely has no chunk start with this
 
 __all__ = ["QUEUE_EMPTY", "Chunk", "Command", "ExecutorCore", "ExecutorState", "ExecutorStatus", "TrajectoryPoint",
@@ -247,7 +246,7 @@ class ExecutorCore:
         within this (rad) of it; otherwise it refuses (see resync).
     finish_distance: when the queue runs dry, the arm comes to rest at the last queued target if
         the reference is within this distance (rad, every joint) of it, else it brakes at once.
-    eef_keep_in_workspace: EEF-delta rows stop EEF_WORKSPACE_MARGIN_M inside the workspace box along each
+    eef_keep_in_workspace: EEF-delta rows stop ``eef_workspace_margin_m`` inside the workspace box along each
         axis that would leave it (a chunk leaning into the table slides along the floor); False: rows as
         given, and a target outside the box makes the safety filter hold. Either way no target outside the box
         is ever commanded.
@@ -275,7 +274,10 @@ class ExecutorCore:
         rest_tolerance: float = 0.005,
         resync_tolerance: float = 0.02,
         eef_keep_in_workspace: bool = True,
+        eef_workspace_margin_m: float = 0.01,
     ):
+        if not (math.isfinite(eef_workspace_margin_m) and 0.0 <= eef_workspace_margin_m <= 0.1):
+            raise ValueError(f"eef_workspace_margin_m: must be in [0, 0.1] m, got {eef_workspace_margin_m}")
         if not 1 <= int(trajectory_points) <= 3:
             raise ValueError(f"trajectory_points: must be 1..3, got {trajectory_points}")
         self.limits = limits
@@ -288,9 +290,10 @@ class ExecutorCore:
             ensemble_decay=ensemble_decay, refill_threshold_s=refill_threshold_s,
             chunk_max_age=limits.chunk_max_age, kinematics=self.kinematics,
             q_min=limits.soft_q_min, q_max=limits.soft_q_max,
-            # EEF-delta rows stop EEF_WORKSPACE_MARGIN_M inside the box: a braking overshoot stays inside too
-            eef_workspace=(np.asarray(limits.workspace_min, float) + EEF_WORKSPACE_MARGIN_M,
-                           np.asarray(limits.workspace_max, float) - EEF_WORKSPACE_MARGIN_M)
+            # EEF-delta rows stop eef_workspace_margin_m inside the box, so that the filter's prediction of a
+            # stop from the moving arm (which holds when it would end outside) stays inside too
+            eef_workspace=(np.asarray(limits.workspace_min, float) + eef_workspace_margin_m,
+                           np.asarray(limits.workspace_max, float) - eef_workspace_margin_m)
             if eef_keep_in_workspace else None)
         self.gripper = GripperBinarizer(gripper_open_threshold, gripper_close_threshold)
         p = self.kinematics.fk_position(limits.start_pose)

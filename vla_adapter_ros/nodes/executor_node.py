@@ -110,7 +110,8 @@ DEFAULTS = {
     "ensemble_decay": 0.01,
     "refill_threshold_s": 0.3,
     "finish_distance": 0.05,  # rad: queue dry -> finish the last target if this close, else brake
-    "eef_keep_in_workspace": True,  # EEF-delta rows stop 3 mm inside the workspace box (false: the filter holds)
+    "eef_keep_in_workspace": True,  # EEF-delta rows stop inside the workspace box (false: the filter holds)
+    "eef_workspace_margin_m": 0.01,  # m inside the box where they stop
     "require_start_pose": True,
     "dry_run": False,
     "auto_enable": False,  # real robots: False (call ~/enable); simulation may enable at start
@@ -157,8 +158,10 @@ PARAMETERS = {
                                 range=(0.0, 10.0), live=True),
     "finish_distance": Param("queue dry: finish the last target if this close (rad), else brake",
                              range=(0.0, 3.2), live=True),
-    "eef_keep_in_workspace": Param("EEF-delta rows stop 3 mm inside the workspace box along an axis that would "
-                                   "leave it (false: as given, and the safety filter holds on a target outside)"),
+    "eef_keep_in_workspace": Param("EEF-delta rows stop eef_workspace_margin_m inside the workspace box along an "
+                                   "axis that would leave it (false: as given; the safety filter holds on a target "
+                                   "outside)"),
+    "eef_workspace_margin_m": Param("how far inside the workspace box EEF-delta rows stop (m)", range=(0.0, 0.1)),
     "require_start_pose": Param("enable/start only near the robot file's start_pose"),
     "dry_run": Param("compute and publish the commands on ~/dry_run/* only; actuate nothing (never changes "
                      "on a running node: restart it)"),
@@ -384,6 +387,7 @@ class ExecutorNode(Node):
             trajectory_points=int(p["trajectory_points"]) if p["output"] == "jtc" else 1,
             finish_distance=float(p["finish_distance"]),
             eef_keep_in_workspace=bool(p["eef_keep_in_workspace"]),
+            eef_workspace_margin_m=float(p["eef_workspace_margin_m"]),
         )
         if p["output"] == "eef_delta":  # task-space stream: same interface, no IK
             from vla_adapter_ros.control.eef_output import EefDeltaCore

@@ -55,7 +55,8 @@ def executor_core(params: dict) -> ExecutorCore:
         gripper_close_threshold=float(params.get("gripper_close_threshold", 0.7)),
         trajectory_points=int(params.get("trajectory_points", 1)),
         finish_distance=float(params.get("finish_distance", 0.05)),
-        eef_keep_in_workspace=bool(params.get("eef_keep_in_workspace", True)))
+        eef_keep_in_workspace=bool(params.get("eef_keep_in_workspace", True)),
+        eef_workspace_margin_m=float(params.get("eef_workspace_margin_m", 0.01)))
 
 
 class OracleSource:
