@@ -29,12 +29,12 @@ from vla_adapter_ros.sim.oracle import DEFAULT_DT, DEFAULT_HORIZON, ORACLE_MAX_S
 from vla_adapter_ros.sim.tasks import get_task
 
 
-def executor_parameters(files=None) -> dict:
+def executor_parameters(files=None, extra=()) -> dict:
     """executor_node's parameters from its parameter files (default: executor.yaml + executor_sim.yaml,
-    as the simulation stack starts it); later files win."""
+    as the simulation stack starts it), then ``extra`` files; later files win."""
     from vla_adapter_ros.paths import config_dir
 
-    files = files or [config_dir() / "executor.yaml", config_dir() / "executor_sim.yaml"]
+    files = [*(files or [config_dir() / "executor.yaml", config_dir() / "executor_sim.yaml"]), *extra]
     params: dict = {}
     for f in files:
         data = yaml.safe_load(Path(f).read_text()) or {}

@@ -200,6 +200,17 @@ def run(args: argparse.Namespace) -> int:
         if args.seeds[1] < 1:
             raise DiagnoseError("--seeds: COUNT must be at least 1")
         r: Dict[str, Any] = {}
+
+        def add(key: str, report: Dict[str, Any], text: str) -> None:
+            """Print a report; with an earlier one, nest it under ``key``."""
+            nonlocal r
+            if r:
+                print()
+                r[key] = report
+            else:
+                r = report
+            print(text)
+
         if args.dataset is not None:
             r = diagnose(args.checkpoint, args.dataset, args.frames, args.batch_size, args.seed, args.cameras,
                          progress=args.progress)
@@ -209,26 +220,15 @@ def run(args: argparse.Namespace) -> int:
             t = targeting_report(args.checkpoint, args.tasks, range(first, first + count), cameras=args.cameras,
                                  image_size=args.image_size, start_jitter=args.start_jitter, device=args.device,
                                  instruction=args.instruction, progress=args.progress)
-            if r:
-                print()
-                r["targeting"] = t
-            else:
-                r = t
-            print(format_targeting(t))
+            add("targeting", t, format_targeting(t))
         if args.rollout:
             first, count = args.seeds
             latency = DEFAULT_LATENCY_S if args.latency is None else args.latency
             o = rollout_report(args.checkpoint, args.tasks, range(first, first + count), cameras=args.cameras,
                                image_size=args.image_size, start_jitter=args.start_jitter,
                                max_duration_s=args.max_duration, latency_s=latency, instruction=args.instruction,
-                               params=args.params,
-                               device=args.device, progress=args.progress)
-            if r:
-                print()
-                r["rollout"] = o
-            else:
-                r = o
-            print(format_rollouts(o))
+                               params=args.params, device=args.device, progress=args.progress)
+            add("rollout", o, format_rollouts(o))
     except (DiagnoseError, TargetingError, CheckpointError, ConvertError, FileNotFoundError) as e:
         print(f"vla-adapter-ros diagnose: {e}", file=sys.stderr)
         return 2

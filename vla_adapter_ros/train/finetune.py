@@ -213,29 +213,27 @@ class BatchBuilder:
                prepared: bool = False) -> np.ndarray:
         """Model input (6 * n, S, S) of uint8 images; ``prepared``: they already went through ``prepare_image``
         with this model's processor config (only "shift" and "none" start from there)."""
-        from ..model.processor import check_image, normalize_image, prepare_image, preprocess_images
+        from ..model.processor import check_image, normalize_image, prepare_image
 
-        if prepared and rng is not None and self.augment == "official":
+        augment = "none" if rng is None else self.augment  # no generator: exactly the inference preprocessing
+        if prepared and augment == "official":
             raise ValueError("the official augmentation crops the raw image: it cannot start from prepared images")
-        if (rng is None or self.augment == "none") and not prepared:  # exactly the inference preprocessing
-            return preprocess_images(images, self.proc)
         for i, im in enumerate(images):
             check_image(im, i)
+        if augment == "official":
+            import copy
+
+            proc = copy.copy(self.proc)
+            proc.center_crop = False
+            return np.concatenate([normalize_image(augment_image(prepare_image(im, proc), rng, self.proc.crop_scale),
+                                                   proc) for im in images], axis=0)
         s = self.proc.image_size
         if prepared and any(im.shape[:2] != (s, s) for im in images):
             raise ValueError(f"prepared images must be {s}x{s}, got {[im.shape[:2] for im in images]}")
-        prepared = images if prepared else [prepare_image(im, self.proc) for im in images]
-        if rng is None or self.augment == "none":
-            return np.concatenate([normalize_image(im, self.proc) for im in prepared], axis=0)
-        if self.augment == "shift":
-            return np.concatenate([normalize_image(shift_image(im, rng, self.shift_pixels), self.proc)
-                                   for im in prepared], axis=0)
-        import copy
-
-        proc = copy.copy(self.proc)
-        proc.center_crop = False
-        return np.concatenate([normalize_image(augment_image(prepare_image(im, proc), rng, self.proc.crop_scale), proc)
-                               for im in images], axis=0)
+        base = images if prepared else [prepare_image(im, self.proc) for im in images]
+        if augment == "shift":
+            base = [shift_image(im, rng, self.shift_pixels) for im in base]
+        return np.concatenate([normalize_image(im, self.proc) for im in base], axis=0)
 
     def _prepared(self, item: Dict[str, Any]) -> bool:
         prepared_for = item.get("images_prepared_for")

@@ -24,8 +24,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .targeting import DEFAULT_FIRST_SEED, DEFAULT_NUM_SEEDS, TargetingError, _one_line, _resolve_tasks, _torch_module
-from .targeting import observe, prepare_policy
+from .targeting import TargetingError, _one_line, _resolve_tasks, evaluating, observe, prepare_policy, resolve_seeds
+from .targeting import sim_env
 
 DEFAULT_LATENCY_S = 0.05  # simulated s from a chunk request to its chunk (the demo's auto pacing: ~0.03-0.06)
 
@@ -40,12 +40,11 @@ class PolicySource:
         self.instruction_override = instruction
         self.instruction = ""
         self.frame = None  # (t, images, proprio) of the newest camera frame
-        self.first_chunk: Optional[np.ndarray] = None  # arm rows of the episode's first chunk
         self.closures: List[float] = []  # first row's closure of every chunk
 
     def reset(self, env, task) -> None:
         self.instruction = self.instruction_override or task.instruction
-        self.frame, self.first_chunk, self.closures = None, None, []
+        self.frame, self.closures = None, []
 
     def observe(self, env, t: float) -> None:
         images, proprio, _, _ = observe(env, self.cameras, self.image_size, self.spec.proprio_layout)
@@ -59,14 +58,13 @@ class PolicySource:
         if not np.all(np.isfinite(actions)):
             raise FloatingPointError(f"the model produced non-finite actions at t={t_obs:.2f} s")
         arm, closure = self.spec.split(actions)
-        if self.first_chunk is None:
-            self.first_chunk = arm
         if closure is not None:
             self.closures.append(float(closure[0]))
         return arm, closure, self.spec.dt
 
 
-def _episode_row(task, seed: int, ep, env, source: PolicySource, cube0: np.ndarray, t_limit: float) -> Dict[str, Any]:
+def _episode_row(task, seed: int, ep, env, source: PolicySource, t_limit: float) -> Dict[str, Any]:
+    cube0 = env.task_initial_cubes[task.target]  # the episode's reset remembers where the cubes started
     # the tool at every camera frame, and where the episode ended (success can come between two frames)
     times = np.array([t for t, _ in ep.log] + [ep.sim_time_s])
     tool = np.array([p for _, p in ep.log] + [env.eef_pose().position])
@@ -107,16 +105,12 @@ def rollout_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None, 
     final_to_target_m (tool to the instructed cube's start position), path_m, chunks, chunks_rejected,
     reject_reasons, clipped, gripper_closed_chunks, executor_state], and what ran}.
     """
-    import torch
+    from tqdm import tqdm
 
     from ..sim.closed_loop import executor_parameters, run_chunk_episode
-    from ..sim.env import FrankaSimEnv
 
     task_list = _resolve_tasks(tasks)
-    seed_list = [int(s) for s in (range(DEFAULT_FIRST_SEED, DEFAULT_FIRST_SEED + DEFAULT_NUM_SEEDS)
-                                  if seeds is None else seeds)]
-    if not seed_list:
-        raise TargetingError("no seeds")
+    seed_list = resolve_seeds(seeds)
     if not (latency_s >= 0.0 and np.isfinite(latency_s)):
         raise TargetingError(f"latency must be >= 0 s, got {latency_s}")
     if max_duration_s is not None and not (max_duration_s > 0 and np.isfinite(max_duration_s)):
@@ -125,46 +119,28 @@ def rollout_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None, 
     if spec.action_space != "eef_delta":
         raise TargetingError(f"rollouts drive the simulation with EEF-delta chunks; this policy outputs "
                              f"{spec.action_space}")
-    if env is None:
-        env = FrankaSimEnv(offscreen_max=(max(640, size[1]), max(480, size[0])))
-    from ..paths import config_dir
-
     missing = [str(f) for f in params if not Path(f).is_file()]
     if missing:
         raise TargetingError(f"parameter file not found: {', '.join(missing)}")
-    executor = executor_parameters([config_dir() / "executor.yaml", config_dir() / "executor_sim.yaml", *params])
+    env = env if env is not None else sim_env(size)
+    executor = executor_parameters(extra=params)
     if start_jitter:
         executor["require_start_pose"] = False  # as collect: a random start is not the start pose the gate expects
     source = PolicySource(policy, spec, sim_cams, size, instruction)
-    module = _torch_module(policy)
-    was_training = bool(module.training) if module is not None else False
-    dev = next(module.parameters()).device if module is not None else torch.device("cpu")
     rows: List[Dict[str, Any]] = []
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(task_list) * len(seed_list), desc="rollouts", unit="ep", disable=not progress)
-    try:
-        if module is not None:
-            module.eval()
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(0)
-            for task in task_list:
-                limit = float(max_duration_s or task.max_duration_s)
-                for seed in seed_list:
-                    task.reset(env, seed, start_jitter)  # to read the target's start position
-                    cube0 = env.cube_pose(task.target)[0].copy()
-                    try:
-                        ep = run_chunk_episode(task.name, seed, source, env=env, params=executor,
-                                               start_jitter=start_jitter, max_duration_s=limit, latency_s=latency_s)
-                    except (RuntimeError, FloatingPointError) as e:
-                        raise TargetingError(f"{task.name} seed {seed}: {_one_line(e)}") from e
-                    rows.append(_episode_row(task, seed, ep, env, source, cube0, limit))
-                    bar.update(1)
-                    bar.set_postfix_str(f"{sum(r['success'] for r in rows)}/{len(rows)} ok")
-    finally:
-        bar.close()
-        if module is not None:
-            module.train(was_training)
+    with evaluating(policy), tqdm(total=len(task_list) * len(seed_list), desc="rollouts", unit="ep",
+                                  disable=not progress) as bar:
+        for task in task_list:
+            limit = float(max_duration_s or task.max_duration_s)
+            for seed in seed_list:
+                try:
+                    ep = run_chunk_episode(task.name, seed, source, env=env, params=executor,
+                                           start_jitter=start_jitter, max_duration_s=limit, latency_s=latency_s)
+                except (RuntimeError, FloatingPointError) as e:
+                    raise TargetingError(f"{task.name} seed {seed}: {_one_line(e)}") from e
+                rows.append(_episode_row(task, seed, ep, env, source, limit))
+                bar.update(1)
+                bar.set_postfix_str(f"{sum(r['success'] for r in rows)}/{len(rows)} ok")
     per_task = {}
     for task in task_list:
         mine = [r for r in rows if r["task"] == task.name]

@@ -34,6 +34,7 @@ caller's random streams.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -172,6 +173,43 @@ def _torch_module(policy):
     return getattr(inner, "model", None)
 
 
+@contextmanager
+def evaluating(policy):
+    """The policy's module in eval mode inside a forked torch RNG seeded 0 (a report is a deterministic function
+    of the weights and does not change the caller's random streams); its train/eval mode restored after."""
+    import torch
+
+    module = _torch_module(policy)
+    was_training = bool(module.training) if module is not None else False
+    dev = next(module.parameters()).device if module is not None else torch.device("cpu")
+    try:
+        if module is not None:
+            module.eval()
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(0)  # eval mode draws no noise; fixed anyway should a model sample
+            yield
+    finally:
+        if module is not None:
+            module.train(was_training)
+
+
+def resolve_seeds(seeds: Optional[Iterable[int]]) -> List[int]:
+    """Episode seeds as ints (default DEFAULT_NUM_SEEDS held-out seeds from DEFAULT_FIRST_SEED); TargetingError
+    if there are none."""
+    seed_list = [int(s) for s in (range(DEFAULT_FIRST_SEED, DEFAULT_FIRST_SEED + DEFAULT_NUM_SEEDS)
+                                  if seeds is None else seeds)]
+    if not seed_list:
+        raise TargetingError("no seeds")
+    return seed_list
+
+
+def sim_env(image_size: Sequence[int]):
+    """A FrankaSimEnv whose offscreen buffer fits cameras rendered at ``image_size`` (H, W)."""
+    from ..sim.env import FrankaSimEnv
+
+    return FrankaSimEnv(offscreen_max=(max(640, image_size[1]), max(480, image_size[0])))
+
+
 def prepare_policy(checkpoint_or_policy, io: Any = None, cameras: Optional[Sequence[str]] = None,
                    image_size: Optional[Sequence[int]] = None, device: str = "cpu"):
     """(policy, IOSpec, simulation camera names in model order, render size (H, W), checkpoint path or None)
@@ -296,60 +334,42 @@ def targeting_report(checkpoint_or_policy, tasks: Optional[Iterable[str]] = None
     summary is {"rate", "mean_cos", "none", "heads_for": {cube or "none": count}, "mean_move_mm"} ("expert"
     only with ``expert``). Raises TargetingError with a one-line message for unusable inputs.
     """
-    import torch
-
     task_list = _resolve_tasks(tasks)
-    seed_list = [int(s) for s in (range(DEFAULT_FIRST_SEED, DEFAULT_FIRST_SEED + DEFAULT_NUM_SEEDS)
-                                  if seeds is None else seeds)]
-    if not seed_list:
-        raise TargetingError("no seeds")
+    seed_list = resolve_seeds(seeds)
     policy, spec, sim_cams, size, source = prepare_policy(checkpoint_or_policy, io, cameras, image_size, device)
     platform = policy.config.platform
 
-    from ..control.kinematics import FrankaKinematics
-    from ..control.limits import load_robot_limits
-    from ..sim.env import FrankaSimEnv
-
-    if env is None:
-        env = FrankaSimEnv(offscreen_max=(max(640, size[1]), max(480, size[0])))
-    kin = FrankaKinematics()
-    limits = load_robot_limits(ORACLE_ROBOT) if expert else None
-    module = _torch_module(policy)
-    was_training = bool(module.training) if module is not None else False
-    dev = next(module.parameters()).device if module is not None else torch.device("cpu")
-    samples: List[Dict[str, Any]] = []
     from tqdm import tqdm
 
-    bar = tqdm(total=len(task_list) * len(seed_list), desc="targeting", unit="obs", disable=not progress)
-    try:
-        if module is not None:
-            module.eval()
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(0)  # eval mode draws no noise; fixed anyway should a model sample
-            for task in task_list:
-                for seed in seed_list:
-                    task.reset(env, seed, start_jitter)
-                    cubes = {c: env.cube_pose(c)[0] for c in env.cubes}
-                    images, proprio, q, p = observe(env, sim_cams, size, spec.proprio_layout)
-                    try:
-                        actions = np.asarray(policy.predict(images, instruction or task.instruction, proprio))
-                    except FloatingPointError as e:  # InferenceEngine's check
-                        raise TargetingError(f"{task.name} seed {seed}: {_one_line(e)}") from e
-                    if not np.all(np.isfinite(actions)):
-                        raise TargetingError(f"{task.name} seed {seed}: the model produced non-finite actions")
-                    arm, _ = spec.split(actions)
-                    row = {"task": task.name, "seed": seed, "target": task.target, "tool": p.tolist(),
-                           "cubes": {k: v.tolist() for k, v in cubes.items()},
-                           "model": _score(net_translation(spec.action_space, arm, q, kin), p, cubes, task.target)}
-                    if expert:
-                        e_arm = expert_first_chunk(env, task, platform.chunk_len, spec.dt, limits)
-                        row["expert"] = _score(net_translation("eef_delta", e_arm), p, cubes, task.target)
-                    samples.append(row)
-                    bar.update(1)
-    finally:
-        bar.close()
-        if module is not None:
-            module.train(was_training)
+    from ..control.kinematics import FrankaKinematics
+    from ..control.limits import load_robot_limits
+
+    env = env if env is not None else sim_env(size)
+    kin = FrankaKinematics()
+    limits = load_robot_limits(ORACLE_ROBOT) if expert else None
+    samples: List[Dict[str, Any]] = []
+    with evaluating(policy), tqdm(total=len(task_list) * len(seed_list), desc="targeting", unit="obs",
+                                  disable=not progress) as bar:
+        for task in task_list:
+            for seed in seed_list:
+                task.reset(env, seed, start_jitter)
+                cubes = {c: env.cube_pose(c)[0] for c in env.cubes}
+                images, proprio, q, p = observe(env, sim_cams, size, spec.proprio_layout)
+                try:
+                    actions = np.asarray(policy.predict(images, instruction or task.instruction, proprio))
+                except FloatingPointError as e:  # InferenceEngine's check
+                    raise TargetingError(f"{task.name} seed {seed}: {_one_line(e)}") from e
+                if not np.all(np.isfinite(actions)):
+                    raise TargetingError(f"{task.name} seed {seed}: the model produced non-finite actions")
+                arm, _ = spec.split(actions)
+                row = {"task": task.name, "seed": seed, "target": task.target, "tool": p.tolist(),
+                       "cubes": {k: v.tolist() for k, v in cubes.items()},
+                       "model": _score(net_translation(spec.action_space, arm, q, kin), p, cubes, task.target)}
+                if expert:
+                    e_arm = expert_first_chunk(env, task, platform.chunk_len, spec.dt, limits)
+                    row["expert"] = _score(net_translation("eef_delta", e_arm), p, cubes, task.target)
+                samples.append(row)
+                bar.update(1)
     who = ("model", "expert", "blind") if expert else ("model", "blind")
     per_task = {}
     for task in task_list:
